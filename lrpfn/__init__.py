@@ -1,0 +1,33 @@
+"""lrpfn: functional Layer-wise Relevance Propagation for PyTorch.
+
+    import lrpfn
+    from lrpfn import rules, composites
+
+    R = lrpfn.lrp(model, x, rules.Epsilon(1e-6))                 # input relevance
+    R = lrpfn.lrp(model, x, composites.epsilon_gamma_box(low=-3.0, high=3.0), target=3)
+    every = lrpfn.relevances(model, x, rules.Epsilon(1e-6))      # relevance at every node
+
+The model is captured once as a flat `torch.fx` graph; an explicit reverse walk over it
+applies a pure rule `(layer, activations, relevance) -> relevance` per node. The model is
+never modified and no global state exists.
+"""
+
+from . import composites, errors, layers, rules
+from ._api import lrp, prepare, relevances
+from ._handlers import HANDLERS, Handler
+from ._plan import Plan
+
+__all__ = [
+    "HANDLERS",
+    "Handler",
+    "Plan",
+    "composites",
+    "errors",
+    "layers",
+    "lrp",
+    "prepare",
+    "relevances",
+    "rules",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,183 @@
+"""The entry points: `lrp`, `relevances` and `prepare`.
+
+Everything is a pure function of its arguments: the model is captured and canonicalized
+into a new graph (or a `Plan` made once by `prepare` is reused); nothing is stored on the
+model, its modules or the rules, and the model's parameters, buffers, hooks, mode and
+`requires_grad` flags are never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._canonical import FOLDED
+from ._handlers import Handler
+from ._plan import Plan, prepare
+from ._traverse import backward, forward
+from .errors import InvalidInputError, InvalidRuleError, InvalidTargetError
+
+__all__ = ["lrp", "prepare", "relevances"]
+
+Target = int | Tensor | None
+
+
+def lrp(
+    model: torch.nn.Module | Plan,
+    x: Tensor,
+    rules: Any = None,
+    target: Target = None,
+    *,
+    output_relevance: Tensor | None = None,
+    handlers: Mapping[Any, Handler] | None = None,
+) -> Tensor:
+    """Explain `model` at `x` with Layer-wise Relevance Propagation.
+
+    Arguments:
+        model: an `nn.Module` (captured with `torch.fx`), a `torch.fx.GraphModule`, or a
+            `Plan` from `lrpfn.prepare` (then `rules` must be None).
+        x: the input batch, a floating tensor.
+        rules: a rule mapping: a rule, a dict of rules keyed by type, name, family,
+            position or predicate, a `Composite`, or a rule key such as "alpha2beta1".
+        target: the class to explain: None (each sample's argmax), an int, a LongTensor of
+            shape `(batch,)`, or of shape `(batch, k)` for k classes per sample at once.
+        output_relevance: start from this relevance instead (shape of the model output).
+        handlers: a dispatch table replacing `lrpfn.HANDLERS`.
+
+    Returns:
+        The input relevance, shaped like `x` (with a leading axis of size k for targets of
+        shape `(batch, k)`). For conservative rules it sums to the explained logit.
+    """
+    result, _ = _explain(model, x, rules, target, output_relevance, handlers, keep_all=False)
+    return result
+
+
+def relevances(
+    model: torch.nn.Module | Plan,
+    x: Tensor,
+    rules: Any = None,
+    target: Target = None,
+    *,
+    output_relevance: Tensor | None = None,
+    handlers: Mapping[Any, Handler] | None = None,
+) -> dict[str, Tensor]:
+    """The relevance at every graph node, `{fx node name: relevance}` in graph order.
+
+    The input (its placeholder name, e.g. "x") and the output (key "output") are
+    included. A BatchNorm folded into the layer before it shares that layer's relevance.
+    Arguments as in `lrp`.
+    """
+    result, recorded = _explain(model, x, rules, target, output_relevance, handlers, keep_all=True)
+    return recorded
+
+
+def _explain(model, x, rules, target, output_relevance, handlers, keep_all):
+    plan = _as_plan(model, rules, handlers)
+    _check_input(x)
+    with torch.no_grad():
+        env, output_node = forward(plan, x)
+        output = env[output_node]
+        initial = _initial_relevance(output, target, output_relevance)
+        if initial.ndim == output.ndim + 1:  # several targets per sample: one batched walk
+            def walk(start: Tensor):
+                return backward(plan, env, output_node, start, keep_all)
+
+            result, recorded = torch.func.vmap(walk)(initial)
+        else:
+            result, recorded = backward(plan, env, output_node, initial, keep_all)
+    if keep_all:
+        recorded = _with_aliases(plan, recorded)
+        recorded["output"] = initial
+    return result, recorded
+
+
+def _as_plan(model, rules, handlers) -> Plan:
+    if isinstance(model, Plan):
+        if rules is not None or handlers is not None:
+            raise InvalidRuleError(
+                "this Plan already has its rules and handlers; pass rules=None, or prepare "
+                "a new Plan with lrpfn.prepare(model, rules)."
+            )
+        return model
+    if rules is None:
+        raise InvalidRuleError(
+            "no rules given: pass e.g. rules=lrpfn.rules.Epsilon() or a composite such as "
+            "lrpfn.composites.epsilon_plus()."
+        )
+    return prepare(model, rules, handlers)
+
+
+def _check_input(x: Any) -> None:
+    if not isinstance(x, Tensor):
+        raise InvalidInputError(f"x must be a torch.Tensor, got {type(x).__name__}.")
+    if not x.is_floating_point():
+        raise InvalidInputError(
+            f"x must be a floating tensor, got dtype {x.dtype}. Fix: x = x.float()."
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise InvalidInputError(
+            "x contains NaN or inf; relevance of a non-finite input is undefined. "
+            "Fix: clean the input (e.g. torch.nan_to_num)."
+        )
+
+
+def _initial_relevance(output: Tensor, target: Target, output_relevance: Tensor | None) -> Tensor:
+    """One-hot(target) times the output, or the given output relevance."""
+    if output_relevance is not None:
+        if target is not None:
+            raise InvalidTargetError("pass either target or output_relevance, not both.")
+        if not isinstance(output_relevance, Tensor) or output_relevance.shape[-output.ndim:] != output.shape:
+            shape = getattr(output_relevance, "shape", type(output_relevance).__name__)
+            raise InvalidTargetError(
+                f"output_relevance must have the model output's shape {tuple(output.shape)} "
+                f"(optionally with a leading axis of targets), got {shape}."
+            )
+        return output_relevance.to(output.dtype)
+    if output.ndim != 2:
+        raise InvalidTargetError(
+            f"target= needs a model output of shape (batch, classes), got {tuple(output.shape)}. "
+            "Fix: pass output_relevance= of the output's shape."
+        )
+    batch, classes = output.shape
+    index = _target_index(target, output, batch, classes)
+    if index.ndim == 2:  # (batch, k) -> (k, batch, classes)
+        mask = torch.nn.functional.one_hot(index.T, classes).to(output.dtype)
+        return mask * output
+    return torch.nn.functional.one_hot(index, classes).to(output.dtype) * output
+
+
+def _target_index(target: Target, output: Tensor, batch: int, classes: int) -> Tensor:
+    if target is None:
+        return output.argmax(dim=1)
+    if isinstance(target, bool) or not isinstance(target, (int, Tensor)):
+        raise InvalidTargetError(f"target must be None, an int or a LongTensor, got {target!r}.")
+    index = torch.as_tensor(target, device=output.device)
+    if index.is_floating_point() or index.dtype == torch.bool:
+        raise InvalidTargetError(f"target must hold integer class indices, got dtype {index.dtype}.")
+    if index.ndim == 0:
+        index = index.expand(batch)
+    if index.ndim not in (1, 2) or index.shape[0] != batch:
+        raise InvalidTargetError(
+            f"target must be an int or have shape (batch,) or (batch, k) with batch={batch}, "
+            f"got shape {tuple(index.shape)}."
+        )
+    if bool(((index < 0) | (index >= classes)).any()):
+        raise InvalidTargetError(
+            f"target {index.tolist()} is out of range for {classes} classes (valid: 0..{classes - 1})."
+        )
+    return index.long()
+
+
+def _with_aliases(plan: Plan, recorded: dict[str, Any]) -> dict[str, Any]:
+    folded = {
+        node.name: node.meta[FOLDED] for node in plan.module.graph.nodes if FOLDED in node.meta
+    }
+    result = {}
+    for name, value in recorded.items():
+        result[name] = value
+        if name in folded:
+            result[folded[name]] = value
+    return result

@@ -1,0 +1,284 @@
+"""Graph passes that bring a captured model into the form the traversal explains.
+
+`canonicalize(gm)` returns a new `GraphModule`; the model it came from is untouched
+(its modules, parameters and buffers are shared read-only, never written). The passes:
+
+1. out-of-place: in-place ops (`ReLU(inplace=True)`, `F.relu(x, inplace=True)`,
+   `x.relu_()`, `operator.iadd`) become out-of-place, so the activations kept for the
+   relevance pass are not overwritten by later ops;
+2. lower: `nn.Linear`, `nn.ConvNd` and `nn.ConvTransposeNd` calls become their functional
+   form (`F.linear`, `F.conv2d`, ...) with the parameters as graph attributes, and a
+   non-zero `padding_mode` becomes an explicit `F.pad`. The source module's name and type
+   are kept in `node.meta["lrpfn_source"]`, so rules still match by module name and type;
+3. fold BatchNorm: an eval-mode BatchNorm whose input comes from a linear or convolution
+   node used by nothing else is folded into it,
+   $W' = W \\gamma / \\sqrt{\\sigma^2 + \\epsilon}$,
+   $b' = (b - \\mu) \\gamma / \\sqrt{\\sigma^2 + \\epsilon} + \\beta$;
+   any other BatchNorm becomes a per-channel affine node (`_ops.channel_affine`).
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ._ops import channel_affine
+from .errors import TrainingModeError
+
+__all__ = ["FOLDED", "SOURCE", "Source", "canonicalize"]
+
+SOURCE = "lrpfn_source"
+FOLDED = "lrpfn_folded"
+_NAME = "lrpfn_name"
+
+
+class Source(NamedTuple):
+    """The module a lowered node came from: qualified name and type."""
+
+    name: str
+    type: type
+
+
+_CONV_FUNCTIONS = {
+    nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d,
+    nn.ConvTranspose1d: F.conv_transpose1d, nn.ConvTranspose2d: F.conv_transpose2d,
+    nn.ConvTranspose3d: F.conv_transpose3d,
+}
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_INPLACE_OPERATORS = {
+    operator.iadd: operator.add, operator.isub: operator.sub,
+    operator.imul: operator.mul, operator.itruediv: operator.truediv,
+}
+
+
+def canonicalize(gm: fx.GraphModule) -> fx.GraphModule:
+    """Return a new, canonical GraphModule for `gm` (see the module docstring)."""
+    graph = fx.Graph()
+    output = graph.graph_copy(gm.graph, {})
+    graph.output(output)
+    new = fx.GraphModule(gm, graph, class_name=type(gm).__name__)
+    _check_eval_mode(new)
+    _out_of_place(new)
+    _lower_affine_modules(new)
+    _fold_batch_norms(new)
+    new.graph.eliminate_dead_code()
+    new = _renamed(new)
+    new.graph.lint()
+    return new
+
+
+def _modules_of(gm: fx.GraphModule):
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            yield node, gm.get_submodule(node.target)
+
+
+def _check_eval_mode(gm: fx.GraphModule) -> None:
+    training = [
+        f"{node.name} ({type(module).__name__})"
+        for node, module in _modules_of(gm)
+        if module.training and isinstance(module, (*_BATCH_NORMS, nn.Dropout, nn.modules.dropout._DropoutNd))
+    ]
+    if training:
+        raise TrainingModeError(
+            "the model is in training mode, where BatchNorm uses batch statistics and Dropout "
+            f"drops units at random, so explanations would be random: {', '.join(training)}. "
+            "Fix: call model.eval() before explaining (lrpfn never changes your model's mode)."
+        )
+
+
+def _fresh_name(gm: fx.GraphModule, base: str) -> str:
+    index = 0
+    while hasattr(gm, f"{base}{index}"):
+        index += 1
+    return f"{base}{index}"
+
+
+def _out_of_place(gm: fx.GraphModule) -> None:
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module":
+            module = gm.get_submodule(node.target)
+            if getattr(module, "inplace", False) is True and not list(module.parameters()):
+                replacement = copy.copy(module)  # a new object: the user's module is untouched
+                replacement.inplace = False
+                name = _fresh_name(gm, "_lrpfn_out_of_place_")
+                gm.add_module(name, replacement)
+                node.meta[SOURCE] = Source(node.target, type(module))
+                node.target = name
+        elif node.op == "call_function":
+            if node.target in _INPLACE_OPERATORS:
+                node.target = _INPLACE_OPERATORS[node.target]
+            elif node.kwargs.get("inplace") is True:
+                node.kwargs = {**node.kwargs, "inplace": False}
+        elif node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("_"):
+            out_of_place = node.target[:-1]
+            if hasattr(torch.Tensor, out_of_place):
+                node.target = out_of_place
+
+
+def _get_attr(gm: fx.GraphModule, node: fx.Node, tensor: torch.Tensor | None, base: str):
+    """A get_attr node before `node` for `tensor`, stored on `gm` as a buffer."""
+    if tensor is None:
+        return None
+    name = _fresh_name(gm, base)
+    gm.register_buffer(name, tensor)
+    with gm.graph.inserting_before(node):
+        return gm.graph.get_attr(name)
+
+
+def _parameter_attr(gm: fx.GraphModule, node: fx.Node, path: str, value):
+    if value is None:
+        return None
+    with gm.graph.inserting_before(node):
+        return gm.graph.get_attr(path)
+
+
+def _lower_affine_modules(gm: fx.GraphModule) -> None:
+    for node, module in list(_modules_of(gm)):
+        kind = type(module)
+        if kind is not nn.Linear and kind not in _CONV_FUNCTIONS:
+            continue
+        weight = _parameter_attr(gm, node, f"{node.target}.weight", module.weight)
+        bias = _parameter_attr(gm, node, f"{node.target}.bias", module.bias)
+        (x,) = node.args
+        if kind is nn.Linear:
+            target, args, kwargs = F.linear, (x, weight, bias), {}
+        else:
+            target, args, kwargs = _convolution_call(gm, node, module, x, weight, bias)
+        with gm.graph.inserting_before(node):
+            lowered = gm.graph.call_function(target, args, kwargs)
+        lowered.meta = {**node.meta, SOURCE: Source(node.target, kind)}
+        _replace(gm, node, lowered)
+
+
+def _replace(gm: fx.GraphModule, old: fx.Node, new: fx.Node) -> None:
+    """Replace `old` by `new`, which takes over its name (so names match the user's trace)."""
+    new.meta[_NAME] = old.name
+    old.replace_all_uses_with(new)
+    gm.graph.erase_node(old)
+
+
+def _renamed(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy of `gm` whose replacement nodes carry the names of the nodes they replaced."""
+    graph = fx.Graph()
+    values: dict[fx.Node, fx.Node] = {}
+    for node in gm.graph.nodes:
+        args = fx.node.map_arg(node.args, values.__getitem__)
+        kwargs = fx.node.map_arg(node.kwargs, values.__getitem__)
+        copied = graph.create_node(
+            node.op, node.target, args, kwargs, node.meta.get(_NAME, node.name), node.type
+        )
+        copied.meta = dict(node.meta)
+        values[node] = copied
+    return fx.GraphModule(gm, graph, class_name=type(gm).__name__)
+
+
+def _convolution_call(gm, node, module, x, weight, bias):
+    target = _CONV_FUNCTIONS[type(module)]
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        kwargs = {
+            "stride": module.stride, "padding": module.padding,
+            "output_padding": module.output_padding, "groups": module.groups,
+            "dilation": module.dilation,
+        }
+        return target, (x, weight, bias), kwargs
+    padding = module.padding
+    if module.padding_mode != "zeros":
+        with gm.graph.inserting_before(node):
+            x = gm.graph.call_function(
+                F.pad, (x, module._reversed_padding_repeated_twice),
+                {"mode": module.padding_mode},
+            )
+        padding = 0
+    kwargs = {
+        "stride": module.stride, "padding": padding,
+        "dilation": module.dilation, "groups": module.groups,
+    }
+    return target, (x, weight, bias), kwargs
+
+
+_FOLDABLE = (F.linear, F.conv1d, F.conv2d, F.conv3d)
+
+
+def _batch_norm_affine(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) with BN(x) = x * scale + shift per channel, in eval mode."""
+    with torch.no_grad():
+        mean, var = module.running_mean, module.running_var
+        scale = torch.rsqrt(var + module.eps)
+        if module.weight is not None:
+            scale = scale * module.weight
+        shift = -mean * scale
+        if module.bias is not None:
+            shift = shift + module.bias
+    return scale.detach().clone(), shift.detach().clone()
+
+
+def _fold_batch_norms(gm: fx.GraphModule) -> None:
+    for node, module in list(_modules_of(gm)):
+        if not isinstance(module, _BATCH_NORMS):
+            continue
+        if module.running_mean is None:
+            raise TrainingModeError(
+                f"BatchNorm node {node.name!r} ({node.target}) has track_running_stats=False, so "
+                "it normalises with batch statistics even in eval mode and mixes samples. "
+                "Fix: explain a copy of the model with running statistics."
+            )
+        scale, shift = _batch_norm_affine(module)
+        (x,) = node.args
+        if _foldable(x):
+            _fold_into(gm, x, scale, shift)
+            x.meta[FOLDED] = node.name
+            node.replace_all_uses_with(x)
+        else:
+            scale_node = _get_attr(gm, node, scale, "_lrpfn_bn_scale_")
+            shift_node = _get_attr(gm, node, shift, "_lrpfn_bn_shift_")
+            with gm.graph.inserting_before(node):
+                affine = gm.graph.call_function(channel_affine, (x, scale_node, shift_node))
+            affine.meta = {**node.meta, SOURCE: Source(node.target, type(module))}
+            _replace(gm, node, affine)
+            continue
+        gm.graph.erase_node(node)
+
+
+def _foldable(x) -> bool:
+    return (
+        isinstance(x, fx.Node)
+        and x.op == "call_function"
+        and x.target in _FOLDABLE
+        and len(x.users) == 1
+        and isinstance(x.args[1], fx.Node)
+        and x.args[1].op == "get_attr"
+    )
+
+
+def _fold_into(gm: fx.GraphModule, affine: fx.Node, scale: torch.Tensor, shift: torch.Tensor):
+    weight = _attr_value(gm, affine.args[1])
+    bias_arg = affine.args[2] if len(affine.args) > 2 else affine.kwargs.get("bias")
+    bias = _attr_value(gm, bias_arg) if bias_arg is not None else None
+    with torch.no_grad():
+        view = (-1,) + (1,) * (weight.ndim - 1)
+        folded_weight = (weight * scale.reshape(view)).detach().clone()
+        folded_bias = shift if bias is None else (bias * scale + shift)
+        folded_bias = folded_bias.detach().clone()
+    weight_node = _get_attr(gm, affine, folded_weight, "_lrpfn_folded_weight_")
+    bias_node = _get_attr(gm, affine, folded_bias, "_lrpfn_folded_bias_")
+    args = list(affine.args)
+    args[1] = weight_node
+    kwargs = dict(affine.kwargs)
+    if len(args) > 2:
+        args[2] = bias_node
+    else:
+        kwargs["bias"] = bias_node
+    affine.args, affine.kwargs = tuple(args), kwargs
+
+
+def _attr_value(gm: fx.GraphModule, node: fx.Node) -> torch.Tensor:
+    value = gm
+    for part in node.target.split("."):
+        value = getattr(value, part)
+    return value.detach()

@@ -1,0 +1,306 @@
+"""How relevance moves back through each graph op: one dispatch table.
+
+A handler maps the relevance at a node's output to its data inputs. Handlers are library
+facts, separate from rules (the user's choice for linear nodes):
+
+- `PASS`: elementwise activations, dropout, identity: $R_{\\text{in}} = R$;
+- `ROUTE`: ops that move or select values (view, permute, cat, getitem, max-pooling):
+  relevance is routed exactly by the op's vector-Jacobian product, so max-pooling is
+  winner-take-all and a concatenation splits relevance back to its parts;
+- `LINEAR`: affine ops, explained by the node's rule (`rules.*`) on a `layers.Layer`
+  record; `required` for ops with parameters, `default` (`rules.Epsilon(1e-6)` unless a
+  key matches) for parameter-free ones (pooling, sums);
+- `SUM`: additions and subtractions of several tensors (residual connections), a linear
+  node whose inputs are stacked on a trailing axis;
+- `PRODUCT`: elementwise products (a constant scale passes relevance; a gate of two
+  tensors is handled by the node's product rule);
+- `NONE`: ops whose result is not a tensor (`x.size()`, `x.shape`): no relevance.
+
+`HANDLERS` is keyed by module type (for `call_module` nodes), by function (for
+`call_function`) and by method name (for `call_method`). `handler_for(node, gm)` looks a
+node up; `register(key, handler)` returns a new table (the global one is never changed).
+"""
+
+from __future__ import annotations
+
+import builtins
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+
+from ._ops import channel_affine
+from .layers import ChannelAffine, Convolution, Dense, Layer, LinearFunction, Sum
+from .rules._base import Activations
+
+__all__ = ["HANDLERS", "Handler", "Step", "handler_for"]
+
+
+@dataclass
+class Step:
+    """Everything a handler needs at one node during the backward walk."""
+
+    node: fx.Node
+    args: tuple  # the node's arguments with every Node replaced by its value
+    kwargs: dict
+    inputs: tuple  # values of the data inputs, in `data_inputs(node)` order
+    output: Any
+    relevance: Any
+    rule: Any
+    call: Callable[..., Any]  # recomputes the output from new data-input values
+    input_nonnegative: tuple[bool, ...]
+    data_positions: tuple[int, ...]  # the top-level argument index of each data input
+    input_nodes: tuple  # the data input nodes
+
+
+@dataclass(frozen=True)
+class Handler:
+    """How relevance passes one kind of op.
+
+    Attributes:
+        kind: "pass", "route", "linear", "sum", "product" or "none".
+        backward: `(step) -> tuple of relevances, one per data input`.
+        rule: None, "required" (a rule must be assigned) or "default" (falls back to the
+            default rule).
+        nonnegative: "always" if the output is >= 0, "preserves" if it is >= 0 when all
+            data inputs are, else None.
+        keeps_inputs: the backward step needs the data inputs' values.
+    """
+
+    kind: str
+    backward: Callable[[Step], tuple]
+    rule: str | None = None
+    nonnegative: str | None = None
+    keeps_inputs: bool = True
+
+
+def _pass(step: Step) -> tuple:
+    return (step.relevance,) + (None,) * (len(step.inputs) - 1)
+
+
+def _route(step: Step) -> tuple:
+    _, vjp = torch.func.vjp(step.call, *step.inputs)
+    return vjp(step.relevance)
+
+
+def _linear(build: Callable[[Step], Layer]) -> Callable[[Step], tuple]:
+    def backward(step: Step) -> tuple:
+        layer = build(step)
+        a = step.inputs[0]
+        activations = Activations(a, step.output, step.input_nonnegative[0])
+        return (step.rule(layer, activations, step.relevance),)
+
+    return backward
+
+
+def _arg(step: Step, index: int, name: str, default: Any = None) -> Any:
+    if len(step.args) > index:
+        return step.args[index]
+    return step.kwargs.get(name, default)
+
+
+def _tuple(value: Any, dims: int) -> tuple[int, ...]:
+    if isinstance(value, str):
+        return value
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
+
+
+def _dense_layer(step: Step) -> Layer:
+    return Layer(Dense(), step.args[1], _arg(step, 2, "bias"), step.node.name)
+
+
+def _convolution_layer(dims: int, transposed: bool) -> Callable[[Step], Layer]:
+    def build(step: Step) -> Layer:
+        weight = step.args[1]
+        if transposed:  # (input, weight, bias, stride, padding, output_padding, groups, dilation)
+            op = Convolution(
+                dims, _tuple(_arg(step, 3, "stride", 1), dims), _tuple(_arg(step, 4, "padding", 0), dims),
+                _tuple(_arg(step, 7, "dilation", 1), dims), _arg(step, 6, "groups", 1), True,
+                _tuple(_arg(step, 5, "output_padding", 0), dims),
+            )
+        else:  # (input, weight, bias, stride, padding, dilation, groups)
+            padding = _arg(step, 4, "padding", 0)
+            op = Convolution(
+                dims, _tuple(_arg(step, 3, "stride", 1), dims),
+                "same" if padding == "same" else _tuple(0 if padding == "valid" else padding, dims),
+                _tuple(_arg(step, 5, "dilation", 1), dims), _arg(step, 6, "groups", 1),
+            )
+        return Layer(op, weight, _arg(step, 2, "bias"), step.node.name)
+
+    return build
+
+
+def _channel_affine_layer(step: Step) -> Layer:
+    x, scale, shift = step.args
+    return Layer(ChannelAffine(x.ndim - 2), scale, shift, step.node.name)
+
+
+def _unit_weight(step: Step) -> Tensor:
+    return torch.ones((), dtype=step.output.dtype, device=step.output.device)
+
+
+def _function_layer(step: Step) -> Layer:
+    """A parameter-free linear op (pooling, mean): the node's own call with unit weight."""
+    return Layer(LinearFunction(step.call), _unit_weight(step), None, step.node.name, False)
+
+
+_SIGNS = {operator.add: (1, 1), torch.add: (1, 1), operator.sub: (1, -1), torch.sub: (1, -1)}
+
+
+def _sum(step: Step) -> tuple:
+    """$z = \\sum_i \\sigma_i x_i + c$: the data inputs stacked on a trailing axis, the
+    constant operands as the bias; the rule splits relevance between the inputs."""
+    signs = _SIGNS.get(step.node.target, (1, 1))
+    operands = step.args[:2]
+    alpha = step.kwargs.get("alpha", 1)
+    signs = (signs[0], signs[1] * alpha)
+    data_index = set(step.data_positions)
+    shape, out = step.output.shape, step.output
+    stacked = torch.stack([operand.expand(shape) for operand in step.inputs], dim=-1)
+    weight = torch.tensor([signs[i] for i in sorted(data_index)], dtype=out.dtype, device=out.device)
+    bias = None
+    for index, operand in enumerate(operands):
+        if index not in data_index:
+            bias = signs[index] * torch.as_tensor(operand, dtype=out.dtype, device=out.device)
+    layer = Layer(Sum(), weight, bias, step.node.name, False)
+    relevance = step.rule(layer, Activations(stacked, out, all(step.input_nonnegative)), step.relevance)
+    return tuple(
+        r.sum_to_size(x.shape) for r, x in zip(relevance.unbind(-1), step.inputs, strict=True)
+    )
+
+
+def _product(step: Step) -> tuple:
+    """A product with one data input scales it by a constant: relevance passes (summed
+    over broadcast axes). A product of two data tensors is a gate: the node's rule decides."""
+    if len(step.inputs) == 1:
+        if step.node.target in (operator.truediv, torch.div) and step.data_positions[0] != 0:
+            raise NotImplementedError(
+                "a constant divided by a tensor is not linear in the tensor; no relevance rule"
+            )
+        return (step.relevance.sum_to_size(step.inputs[0].shape),)
+    gate_like = tuple(_is_gate(node) for node in step.input_nodes)
+    return step.rule(step.inputs, step.output, step.relevance, gate_like)
+
+
+_GATES = {torch.sigmoid, F.sigmoid, F.hardsigmoid, torch.softmax, F.softmax, "sigmoid", "softmax"}
+
+
+def _is_gate(node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return type(node.graph.owning_module.get_submodule(node.target)) in (
+            nn.Sigmoid, nn.Hardsigmoid, nn.Softmax
+        )
+    return node.target in _GATES
+
+
+def _none(step: Step) -> tuple:
+    return (None,) * len(step.inputs)
+
+
+PASS = Handler("pass", _pass, nonnegative=None, keeps_inputs=False)
+PASS_NONNEGATIVE = Handler("pass", _pass, nonnegative="always", keeps_inputs=False)
+PASS_PRESERVING = Handler("pass", _pass, nonnegative="preserves", keeps_inputs=False)
+ROUTE = Handler("route", _route, nonnegative="preserves")
+NONE = Handler("none", _none, keeps_inputs=False)
+DENSE = Handler("linear", _linear(_dense_layer), rule="required")
+CHANNEL_AFFINE = Handler("linear", _linear(_channel_affine_layer), rule="required")
+POOL = Handler("linear", _linear(_function_layer), rule="default", nonnegative="preserves")
+SUM = Handler("sum", _sum, rule="default", nonnegative="preserves")
+PRODUCT = Handler("product", _product, rule="product")
+
+
+def _convolution(dims: int, transposed: bool) -> Handler:
+    return Handler("linear", _linear(_convolution_layer(dims, transposed)), rule="required")
+
+
+_ACTIVATION_MODULES = (
+    nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Softplus, nn.Hardtanh,
+    nn.Hardswish, nn.Mish, nn.SELU, nn.CELU, nn.PReLU, nn.LogSigmoid, nn.Tanhshrink,
+    nn.Softsign,
+)
+_NONNEGATIVE_MODULES = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Hardsigmoid)
+_ACTIVATION_FUNCTIONS = (
+    F.leaky_relu, F.elu, F.gelu, F.silu, torch.tanh, F.tanh, F.softplus, F.hardtanh,
+    F.hardswish, F.mish, F.selu, F.celu, torch.selu, F.logsigmoid, torch.clamp, torch.clip,
+)
+_NONNEGATIVE_FUNCTIONS = (F.relu, torch.relu, F.relu6, torch.sigmoid, F.sigmoid, F.hardsigmoid)
+_ROUTE_FUNCTIONS = (
+    torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze,
+    torch.unsqueeze, torch.cat, torch.concat, torch.concatenate, torch.stack, torch.split,
+    torch.chunk, torch.flip, torch.roll, torch.narrow, torch.movedim, torch.swapaxes,
+    operator.getitem, F.pad, F.max_pool1d, F.max_pool2d, F.max_pool3d,
+    F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d, torch.unbind,
+    F.pixel_shuffle, F.pixel_unshuffle, torch.tile,
+)
+_POOL_FUNCTIONS = (
+    F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
+    F.adaptive_avg_pool3d, torch.mean, torch.sum,
+)
+_ROUTE_METHODS = (
+    "view", "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze", "split",
+    "chunk", "expand", "expand_as", "flip", "roll", "narrow", "movedim", "unbind",
+    "view_as", "reshape_as", "repeat", "unflatten", "swapaxes", "t", "mT",
+)
+_PASS_METHODS = ("contiguous", "clone", "detach", "float", "double", "to", "type_as", "clamp", "clip")
+_NONE_METHODS = ("size", "dim", "numel", "type", "__len__", "get_device", "stride")
+
+
+def _table() -> dict[Any, Handler]:
+    table: dict[Any, Handler] = {
+        nn.Identity: PASS_PRESERVING, nn.Dropout: PASS_PRESERVING,
+        nn.Flatten: ROUTE, nn.Unflatten: ROUTE,
+        nn.ZeroPad2d: ROUTE, nn.ConstantPad2d: ROUTE,
+        nn.MaxPool1d: ROUTE, nn.MaxPool2d: ROUTE, nn.MaxPool3d: ROUTE,
+        nn.AdaptiveMaxPool1d: ROUTE, nn.AdaptiveMaxPool2d: ROUTE, nn.AdaptiveMaxPool3d: ROUTE,
+        nn.AvgPool1d: POOL, nn.AvgPool2d: POOL, nn.AvgPool3d: POOL,
+        nn.AdaptiveAvgPool1d: POOL, nn.AdaptiveAvgPool2d: POOL, nn.AdaptiveAvgPool3d: POOL,
+        F.linear: DENSE, channel_affine: CHANNEL_AFFINE,
+        F.conv1d: _convolution(1, False), F.conv2d: _convolution(2, False),
+        F.conv3d: _convolution(3, False), F.conv_transpose1d: _convolution(1, True),
+        F.conv_transpose2d: _convolution(2, True), F.conv_transpose3d: _convolution(3, True),
+        F.dropout: PASS_PRESERVING, F.dropout1d: PASS_PRESERVING, F.dropout2d: PASS_PRESERVING,
+        F.dropout3d: PASS_PRESERVING,
+        operator.add: SUM, torch.add: SUM, operator.sub: SUM, torch.sub: SUM,
+        operator.mul: PRODUCT, torch.mul: PRODUCT, operator.truediv: PRODUCT,
+        torch.div: PRODUCT, operator.neg: PASS, torch.neg: PASS,
+        builtins.getattr: NONE, builtins.len: NONE,
+        "add": SUM, "sub": SUM, "mul": PRODUCT, "div": PRODUCT, "neg": PASS,
+        "mean": POOL, "sum": POOL,
+        "relu": PASS_NONNEGATIVE, "sigmoid": PASS_NONNEGATIVE, "tanh": PASS,
+    }
+    table.update(dict.fromkeys(_ACTIVATION_MODULES, PASS))
+    table.update(dict.fromkeys(_NONNEGATIVE_MODULES, PASS_NONNEGATIVE))
+    table.update(dict.fromkeys(_ACTIVATION_FUNCTIONS, PASS))
+    table.update(dict.fromkeys(_NONNEGATIVE_FUNCTIONS, PASS_NONNEGATIVE))
+    table.update(dict.fromkeys(_ROUTE_FUNCTIONS, ROUTE))
+    table.update(dict.fromkeys(_POOL_FUNCTIONS, POOL))
+    table.update(dict.fromkeys(_ROUTE_METHODS, ROUTE))
+    table.update(dict.fromkeys(_PASS_METHODS, PASS_PRESERVING))
+    table.update(dict.fromkeys(_NONE_METHODS, NONE))
+    return table
+
+
+HANDLERS: Mapping[Any, Handler] = _table()
+"""The default dispatch table (read-only by convention: pass `handlers=` to extend it)."""
+
+
+def handler_for(node: fx.Node, gm: fx.GraphModule, table: Mapping[Any, Handler]) -> Handler | None:
+    """The handler for `node`, or None if the table has none."""
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        for kind in type(module).__mro__:  # a subclass of a known layer shares its handler,
+            if kind in table:  # unless it overrides forward
+                if kind is not type(module) and type(module).forward is not kind.forward:
+                    return None
+                return table[kind]
+        return None
+    if node.op in ("call_function", "call_method"):
+        try:
+            return table.get(node.target)
+        except TypeError:  # unhashable target
+            return None
+    return None

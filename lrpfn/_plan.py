@@ -1,0 +1,161 @@
+"""Prepare a model for explanation: capture, canonicalize, check, assign rules.
+
+`prepare(model, rules)` does everything that depends on the model and the rules but not on
+the input, once, and returns an immutable `Plan`. Every problem is found here, before
+anything runs: all nodes without a handler are reported in one `UnsupportedNodeError`,
+all parametrised nodes without a rule in one `UnassignedRuleError`.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import fx
+
+from ._canonical import SOURCE, canonicalize
+from ._capture import capture
+from ._handlers import HANDLERS, Handler, handler_for
+from .composites import resolve
+from .errors import UnsupportedNodeError
+
+__all__ = ["Plan", "prepare"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A model ready to explain: its canonical graph, handlers and rules.
+
+    Attributes:
+        module: the canonical `GraphModule` (BatchNorm folded, in-place ops removed).
+        rules: `{node name: rule}` for every node that takes a rule, in graph order.
+        handlers: the handler of every node that carries relevance.
+        data_inputs: for each such node, its input nodes that carry relevance.
+        nonnegative: nodes whose output the graph guarantees to be >= 0.
+    """
+
+    module: fx.GraphModule
+    rules: Mapping[str, Any]
+    handlers: Mapping[fx.Node, Handler]
+    data_inputs: Mapping[fx.Node, tuple[fx.Node, ...]]
+    data_positions: Mapping[fx.Node, tuple[int, ...]]
+    nonnegative: frozenset
+
+    def __repr__(self) -> str:
+        lines = "\n".join(f"  {name}: {rule!r}" for name, rule in self.rules.items())
+        return f"Plan({type(self.module).__name__}, rules={{\n{lines}\n}})"
+
+
+def prepare(model: torch.nn.Module, rules: Any, handlers: Mapping[Any, Handler] | None = None) -> Plan:
+    """Capture `model`, canonicalize it, check every node and resolve `rules`.
+
+    Arguments:
+        model: an `nn.Module` or a `torch.fx.GraphModule` (never modified).
+        rules: a rule mapping (see `lrpfn.composites`).
+        handlers: a dispatch table replacing `lrpfn.HANDLERS` (e.g. extended with
+            `{MyModule: lrpfn.handlers.PASS}`).
+
+    Raises:
+        TraceError, TrainingModeError, UnsupportedNodeError, UnassignedRuleError.
+    """
+    table = HANDLERS if handlers is None else handlers
+    gm = canonicalize(capture(model))
+    data_inputs, positions = _data_flow(gm)
+    node_handlers, unsupported = {}, []
+    for node in gm.graph.nodes:
+        if node.op in ("placeholder", "output") or node not in data_inputs:
+            continue
+        handler = handler_for(node, gm, table)
+        if handler is None:
+            unsupported.append(node)
+        else:
+            node_handlers[node] = handler
+    if unsupported:
+        raise UnsupportedNodeError(_unsupported_message(gm, unsupported))
+    data_inputs = {node: inputs for node, inputs in data_inputs.items() if node in node_handlers}
+    return Plan(
+        module=gm,
+        rules=MappingProxyType(resolve(gm, node_handlers, rules)),
+        handlers=MappingProxyType(node_handlers),
+        data_inputs=MappingProxyType(data_inputs),
+        data_positions=MappingProxyType(positions),
+        nonnegative=_nonnegative(gm, node_handlers, data_inputs),
+    )
+
+
+def _data_flow(gm: fx.GraphModule):
+    """The nodes that depend on the input, with their data inputs in argument order.
+
+    Flow stops at ops whose result is not a tensor (`x.size()`, `x.shape`).
+    """
+    data: set[fx.Node] = set()
+    inputs: dict[fx.Node, tuple[fx.Node, ...]] = {}
+    positions: dict[fx.Node, tuple[int, ...]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            data.add(node)
+            continue
+        found, where = [], []
+        for index, arg in enumerate((*node.args, *node.kwargs.values())):
+            for item in _nodes_in(arg):
+                if item in data:
+                    found.append(item)
+                    where.append(index)
+        if found and node.op != "output":
+            inputs[node] = tuple(found)
+            positions[node] = tuple(where)
+            if not _is_shape_query(node):
+                data.add(node)
+    return inputs, positions
+
+
+def _nodes_in(arg: Any) -> list[fx.Node]:
+    found: list[fx.Node] = []
+    fx.node.map_arg(arg, found.append)
+    return found
+
+
+_SHAPE_QUERIES = {"size", "dim", "numel", "get_device", "stride", "__len__"}
+
+
+def _is_shape_query(node: fx.Node) -> bool:
+    if node.op == "call_method":
+        return node.target in _SHAPE_QUERIES
+    return node.op == "call_function" and getattr(node.target, "__name__", "") in ("getattr", "len")
+
+
+def _nonnegative(gm, handlers, data_inputs) -> frozenset:
+    known: set[fx.Node] = set()
+    for node, handler in handlers.items():
+        if handler.nonnegative == "always":
+            known.add(node)
+        elif handler.nonnegative == "preserves" and all(i in known for i in data_inputs[node]):
+            subtracts = node.target in (operator.sub, torch.sub, "sub")
+            has_constant = len(node.args) > len(data_inputs[node]) and handler.kind == "sum"
+            if not (subtracts or has_constant):
+                known.add(node)
+    return frozenset(known)
+
+
+def _unsupported_message(gm: fx.GraphModule, nodes: list[fx.Node]) -> str:
+    lines = []
+    for node in nodes:
+        target = node.target
+        if node.op == "call_module":
+            module = gm.get_submodule(node.target)
+            described = f"module {node.target!r} ({type(module).__module__}.{type(module).__name__})"
+        else:
+            described = f"{node.op} {getattr(target, '__name__', target)!s}"
+        source = node.meta.get(SOURCE)
+        lines.append(f"  - {node.name}: {described}" + (f" from {source.name!r}" if source else ""))
+    return (
+        f"{len(nodes)} graph node(s) have no relevance handler:\n" + "\n".join(lines) + "\n"
+        "Fix: pass handlers={**lrpfn.HANDLERS, <module type, function or method name>: "
+        "<handler>} with one of lrpfn.handlers.PASS (elementwise), ROUTE (moves values), "
+        "POOL (parameter-free linear op), or write a handler (docs/extending.md); or trace "
+        "the model so that the op is expressed by supported ops."
+    )

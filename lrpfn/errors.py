@@ -1,0 +1,56 @@
+"""The exceptions lrpfn raises.
+
+Every message says what is wrong, where (the graph node, the op, the argument) and how to
+fix it. All exceptions derive from `LRPError`, so `except lrpfn.errors.LRPError` catches
+everything the library raises on purpose.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InvalidInputError",
+    "InvalidRuleError",
+    "InvalidTargetError",
+    "LRPError",
+    "NodeFailedError",
+    "TraceError",
+    "TrainingModeError",
+    "UnassignedRuleError",
+    "UnsupportedNodeError",
+]
+
+
+class LRPError(Exception):
+    """Base class of every error lrpfn raises on purpose."""
+
+
+class TraceError(LRPError, TypeError):
+    """The model could not be captured as a `torch.fx` graph."""
+
+
+class UnsupportedNodeError(LRPError, NotImplementedError):
+    """One or more graph nodes have no relevance handler (all are listed at once)."""
+
+
+class UnassignedRuleError(LRPError, LookupError):
+    """One or more parametrised nodes are matched by no key of the rule mapping."""
+
+
+class InvalidRuleError(LRPError, ValueError):
+    """A rule hyperparameter, rule key or composite entry is invalid."""
+
+
+class InvalidTargetError(LRPError, ValueError):
+    """The `target` or `output_relevance` does not fit the model's output."""
+
+
+class InvalidInputError(LRPError, ValueError):
+    """The input tensor cannot be explained (wrong type, not finite, wrong shape)."""
+
+
+class NodeFailedError(LRPError, RuntimeError):
+    """Running a graph node (forward or relevance step) failed; the message names the node."""
+
+
+class TrainingModeError(LRPError, RuntimeError):
+    """The model is in training mode, where BatchNorm and Dropout make the explanation random."""

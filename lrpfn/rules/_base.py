@@ -1,0 +1,153 @@
+r"""The generic LRP step, written once.
+
+A rule is a pure function `(layer, activations, relevance) -> relevance`. The rules of
+the literature are all instances of one step over *terms* $t = (c_t, a'_t, W'_t, b'_t)$
+(a coefficient, a modified input, modified parameters) grouped under one denominator:
+
+$$ z = \sum_t c_t\, f(a'_t; W'_t, b'_t), \qquad s = m \odot \frac{R}{z + \epsilon\,\mathrm{sign}(z)},
+\qquad R_{\text{in}} = \lambda \sum_t c_t\, a'_t \odot f^\top(s; W'_t) $$
+
+summed over the groups of the rule, where $m$ is an optional mask and $\lambda$ the group's
+scale (e.g. $\alpha$ and $-\beta$). A rule only says which groups and terms it uses
+(`groups`); `LinearRule.__call__` does the rest. When the graph shows that a layer's input
+is non-negative (it comes from a ReLU, say), terms on the negative part of the input are
+exactly zero and are skipped.
+
+References:
+    Bach et al. 2015, "On pixel-wise explanations for non-linear classifier decisions by
+    layer-wise relevance propagation", PLoS ONE 10(7).
+    Montavon et al. 2019, "Layer-wise relevance propagation: an overview", in Explainable AI,
+    Springer LNCS 11700.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from ..errors import InvalidRuleError
+from ..layers import Layer
+
+__all__ = [
+    "Activations",
+    "Group",
+    "LinearRule",
+    "Rule",
+    "Term",
+    "check_nonnegative",
+    "stabilize",
+    "stabilized_divide",
+]
+
+
+class Activations(NamedTuple):
+    """The activations a rule sees at one node.
+
+    Attributes:
+        input: $a$, the layer's input.
+        output: $z = f(a; W, b)$, the layer's unmodified output from the forward pass.
+        input_nonnegative: True when the graph guarantees $a \\ge 0$ (e.g. after a ReLU).
+    """
+
+    input: Tensor
+    output: Tensor
+    input_nonnegative: bool = False
+
+
+@runtime_checkable
+class Rule(Protocol):
+    """Anything callable as `rule(layer, activations, relevance) -> relevance`."""
+
+    def __call__(self, layer: Layer, activations: Activations, relevance: Tensor) -> Tensor: ...
+
+
+def stabilize(z: Tensor, epsilon: float) -> Tensor:
+    """$z + \\epsilon\\,\\mathrm{sign}(z)$ with $\\mathrm{sign}(0) = +1$."""
+    if epsilon == 0:
+        return z
+    return z + torch.where(z >= 0, epsilon, -epsilon).to(z.dtype)
+
+
+def stabilized_divide(relevance: Tensor, z: Tensor, epsilon: float) -> Tensor:
+    """$R / (z + \\epsilon\\,\\mathrm{sign}(z))$, and 0 where the denominator is exactly 0."""
+    denominator = stabilize(z, epsilon)
+    if epsilon > 0:
+        return relevance / denominator
+    safe = torch.where(denominator == 0, torch.ones_like(denominator), denominator)
+    return torch.where(denominator == 0, torch.zeros_like(relevance), relevance / safe)
+
+
+class Term(NamedTuple):
+    """One modified forward $c\\, f(a'; W', b')$."""
+
+    input: Tensor
+    weight: Tensor
+    bias: Tensor | None
+    coefficient: float = 1.0
+
+
+class Group(NamedTuple):
+    """Terms sharing one denominator, with an output mask and a scale for the result.
+
+    `output` (optional) is the already-known value of the terms' sum (the forward's $z$):
+    set it to skip recomputing the forward.
+    """
+
+    terms: tuple[Term, ...]
+    scale: float = 1.0
+    mask: Tensor | None = None
+    output: Tensor | None = None
+
+
+def check_nonnegative(name: str, value: float) -> None:
+    """Raise `InvalidRuleError` unless `value` is a finite number >= 0."""
+    if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+        raise InvalidRuleError(f"{name} must be a finite number >= 0, got {value!r}.")
+
+
+class LinearRule:
+    """Base of the rules built from the generic step.
+
+    Subclasses are frozen dataclasses that define `groups` and hold the $\\epsilon$ of the
+    denominator $z + \\epsilon\\,\\mathrm{sign}(z)$ as `stabilizer` (`Epsilon`: `epsilon`).
+    """
+
+    @property
+    def denominator_epsilon(self) -> float:
+        return self.stabilizer  # type: ignore[attr-defined]
+
+    def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
+        raise NotImplementedError
+
+    def __call__(self, layer: Layer, activations: Activations, relevance: Tensor) -> Tensor:
+        a = activations.input
+        result = None
+        for group in self.groups(layer, activations):
+            terms = group.terms
+            z = group.output
+            if z is None:
+                z = _sum(_scaled(t, layer.forward(t.input, t.weight, t.bias)) for t in terms)
+            s = stabilized_divide(relevance, z, self.denominator_epsilon)
+            if group.mask is not None:
+                s = s * group.mask
+            if group.scale != 1.0:
+                s = s * group.scale
+            contribution = _sum(
+                _scaled(t, t.input * layer.transpose(s, a, t.weight)) for t in terms
+            )
+            result = contribution if result is None else result + contribution
+        assert result is not None, f"{type(self).__name__}.groups returned no group"
+        return result
+
+
+def _scaled(term: Term, value: Tensor) -> Tensor:
+    return value if term.coefficient == 1.0 else term.coefficient * value
+
+
+def _sum(values):
+    total = None
+    for value in values:
+        total = value if total is None else total + value
+    return total

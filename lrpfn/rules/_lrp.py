@@ -1,0 +1,324 @@
+r"""The LRP rules of the literature, each a few lines over the generic step.
+
+Notation (in every docstring): $a$ the layer input, $W, b$ its parameters, $z = f(a; W, b)$
+its output, $R$ the relevance arriving at the output, $x^+ = \max(x, 0)$ and
+$x^- = \min(x, 0)$ elementwise, $f^\top$ the transposed op, and
+$\mathrm{st}(z) = z + \epsilon\,\mathrm{sign}(z)$ with $\mathrm{sign}(0) = +1$.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import InvalidRuleError
+from ..layers import Layer
+from ._base import Activations, Group, LinearRule, Term, check_nonnegative
+
+__all__ = ["AlphaBeta", "Epsilon", "Flat", "Gamma", "Pass", "WSquare", "ZBox", "ZPlus"]
+
+
+def _positive(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.clamp(min=0)
+
+
+def _negative(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.clamp(max=0)
+
+
+def _split_terms(
+    a: Tensor, nonnegative: bool, on_positive: tuple, on_negative: tuple
+) -> tuple[Term, ...]:
+    """Terms $(a^+; W_1, b_1)$ and $(a^-; W_2, 0)$; the second vanishes when $a \\ge 0$."""
+    if nonnegative:
+        return (Term(a, *on_positive),)
+    return (Term(a.clamp(min=0), *on_positive), Term(a.clamp(max=0), *on_negative))
+
+
+@dataclass(frozen=True)
+class Epsilon(LinearRule):
+    r"""LRP-$\epsilon$ (Bach et al. 2015); LRP-0 for `epsilon=0`.
+
+    Definition:
+        $$ R_{\text{in}} = a \odot f^\top\!\left(\frac{R}{\mathrm{st}(z)}; W\right) $$
+        With $\epsilon = 0$ an exactly zero $z$ passes no relevance (never NaN).
+        The forward pass's own $z$ is reused: one transposed op per layer.
+
+    Arguments:
+        epsilon: the stabilizer $\epsilon \ge 0$ (default 1e-6).
+
+    Reference:
+        Bach et al. 2015, PLoS ONE 10(7), e0130140, Eq. (58).
+    """
+
+    epsilon: float = 1e-6
+
+    def __post_init__(self) -> None:
+        check_nonnegative("epsilon", self.epsilon)
+
+    @property
+    def denominator_epsilon(self) -> float:
+        return self.epsilon
+
+    def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
+        term = Term(activations.input, layer.weight, layer.bias)
+        return (Group((term,), output=activations.output),)
+
+
+@dataclass(frozen=True)
+class Gamma(LinearRule):
+    r"""Generalized LRP-$\gamma$, which also handles negative inputs and outputs.
+
+    Definition:
+        With $W_{\uparrow} = W + \gamma W^+$, $W_{\downarrow} = W + \gamma W^-$ (and the same
+        for $b$), outputs $z > 0$ are explained by the contributions that increase them,
+        outputs $z < 0$ by those that decrease them:
+        $$ z_{\uparrow} = f(a^+; W_{\uparrow}, b_{\uparrow}) + f(a^-; W_{\downarrow}, 0), \quad
+           z_{\downarrow} = f(a^+; W_{\downarrow}, b_{\downarrow}) + f(a^-; W_{\uparrow}, 0) $$
+        $$ R_{\text{in}} = \sum_{(m, z_m, W_1, W_2)} a^+ \odot f^\top(s_m; W_1) + a^- \odot f^\top(s_m; W_2),
+           \qquad s_{\uparrow} = [z > 0] \frac{R}{\mathrm{st}(z_{\uparrow})}, \;
+           s_{\downarrow} = [z < 0] \frac{R}{\mathrm{st}(z_{\downarrow})} $$
+        For $a \ge 0$ and $z > 0$ this is the original rule
+        $R_{\text{in}} = a \odot f^\top(R / \mathrm{st}(f(a; W + \gamma W^+)); W + \gamma W^+)$.
+        `Gamma(0, stabilizer=0)` equals LRP-0. With `stabilizer=epsilon` this is also the
+        "gamma+epsilon" rule of TorchLRP.
+
+    Arguments:
+        gamma: $\gamma \ge 0$ (default 0.25).
+        stabilizer: $\epsilon \ge 0$ (default 1e-6).
+
+    References:
+        Montavon et al. 2019, "Layer-wise relevance propagation: an overview", Sec. 10.2.3;
+        Andéol et al. 2021, "Learning domain invariant representations by joint
+        Wasserstein distance minimization" (the generalized form, as in zennit).
+    """
+
+    gamma: float = 0.25
+    stabilizer: float = 1e-6
+
+    def __post_init__(self) -> None:
+        check_nonnegative("gamma", self.gamma)
+        check_nonnegative("stabilizer", self.stabilizer)
+
+    def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
+        W, b, g = layer.weight, layer.bias, self.gamma
+        W_up, W_down = W + g * W.clamp(min=0), W + g * W.clamp(max=0)
+        b_up = None if b is None else b + g * b.clamp(min=0)
+        b_down = None if b is None else b + g * b.clamp(max=0)
+        a, z, nonneg = activations.input, activations.output, activations.input_nonnegative
+        return (
+            Group(_split_terms(a, nonneg, (W_up, b_up), (W_down, None)), mask=z > 0),
+            Group(_split_terms(a, nonneg, (W_down, b_down), (W_up, None)), mask=z < 0),
+        )
+
+
+def _alpha_beta_groups(
+    layer: Layer, activations: Activations, alpha: float, beta: float, ignore_bias: bool
+) -> tuple[Group, ...]:
+    W, b = layer.weight, None if ignore_bias else layer.bias
+    a, nonneg = activations.input, activations.input_nonnegative
+    W_pos, W_neg = W.clamp(min=0), W.clamp(max=0)
+    positive = Group(
+        _split_terms(a, nonneg, (W_pos, _positive(b)), (W_neg, None)), scale=float(alpha)
+    )
+    if beta == 0:
+        return (positive,)
+    negative = Group(
+        _split_terms(a, nonneg, (W_neg, _negative(b)), (W_pos, None)), scale=-float(beta)
+    )
+    return (positive, negative)
+
+
+@dataclass(frozen=True)
+class AlphaBeta(LinearRule):
+    r"""LRP-$\alpha\beta$: positive and negative contributions explained separately.
+
+    Definition:
+        $$ z^{+} = f(a^+; W^+, b^+) + f(a^-; W^-, 0), \qquad z^{-} = f(a^+; W^-, b^-) + f(a^-; W^+, 0) $$
+        $$ R_{\text{in}} = \alpha \big(a^+ \odot f^\top(s^+; W^+) + a^- \odot f^\top(s^+; W^-)\big)
+           - \beta \big(a^+ \odot f^\top(s^-; W^-) + a^- \odot f^\top(s^-; W^+)\big),
+           \quad s^\pm = \frac{R}{\mathrm{st}(z^\pm)} $$
+        The positive part of the bias enters the $\alpha$ term and the negative part the
+        $\beta$ term; `ignore_bias=True` drops the bias (TorchLRP's behaviour).
+
+    Arguments:
+        alpha, beta: $\alpha, \beta \ge 0$ with $\alpha - \beta = 1$ (default 2, 1).
+        stabilizer: $\epsilon \ge 0$ (default 1e-6).
+        ignore_bias: leave the bias out of both terms (default False).
+
+    Reference:
+        Bach et al. 2015, PLoS ONE 10(7), e0130140, Eq. (60).
+    """
+
+    alpha: float = 2.0
+    beta: float = 1.0
+    stabilizer: float = 1e-6
+    ignore_bias: bool = False
+
+    def __post_init__(self) -> None:
+        check_nonnegative("alpha", self.alpha)
+        check_nonnegative("beta", self.beta)
+        check_nonnegative("stabilizer", self.stabilizer)
+        if not math.isclose(self.alpha - self.beta, 1.0, rel_tol=0, abs_tol=1e-12):
+            raise InvalidRuleError(
+                f"AlphaBeta needs alpha - beta = 1 to conserve relevance, got alpha="
+                f"{self.alpha!r}, beta={self.beta!r}. Use e.g. AlphaBeta(alpha=2, beta=1)."
+            )
+
+    def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
+        return _alpha_beta_groups(layer, activations, self.alpha, self.beta, self.ignore_bias)
+
+
+@dataclass(frozen=True)
+class ZPlus(LinearRule):
+    r"""LRP-$z^+$, identical to `AlphaBeta(alpha=1, beta=0)`.
+
+    Definition:
+        $$ R_{\text{in}} = a^+ \odot f^\top(s; W^+) + a^- \odot f^\top(s; W^-), \quad
+           s = \frac{R}{\mathrm{st}(f(a^+; W^+, b^+) + f(a^-; W^-, 0))} $$
+
+    Arguments:
+        stabilizer: $\epsilon \ge 0$ (default 1e-6).
+        ignore_bias: leave the bias out (default False).
+
+    Reference:
+        Montavon et al. 2017, "Explaining nonlinear classification decisions with deep
+        Taylor decomposition", Pattern Recognition 65, Sec. 4.
+    """
+
+    stabilizer: float = 1e-6
+    ignore_bias: bool = False
+
+    def __post_init__(self) -> None:
+        check_nonnegative("stabilizer", self.stabilizer)
+
+    def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
+        return _alpha_beta_groups(layer, activations, 1.0, 0.0, self.ignore_bias)
+
+
+def _as_bound(value: Any, name: str) -> Tensor | float:
+    if isinstance(value, Tensor):
+        if not value.is_floating_point():
+            raise InvalidRuleError(f"ZBox {name} must be a float or a floating tensor.")
+        return value.detach().clone()
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidRuleError(f"ZBox {name} must be a finite number or a tensor, got {value!r}.")
+    return float(value)
+
+
+@dataclass(frozen=True, eq=False)
+class ZBox(LinearRule):
+    r"""LRP-$z^{\mathcal{B}}$ for inputs bounded by $l \le a \le h$ (the first layer).
+
+    Definition:
+        $$ z = f(a; W, b) - f(l; W^+, b^+) - f(h; W^-, b^-), \quad s = \frac{R}{\mathrm{st}(z)} $$
+        $$ R_{\text{in}} = a \odot f^\top(s; W) - l \odot f^\top(s; W^+) - h \odot f^\top(s; W^-) $$
+        (the bias terms cancel: $b - b^+ - b^- = 0$).
+
+    Arguments:
+        low, high: the bounds $l \le h$: numbers, or tensors broadcasting against the input
+            (e.g. shape `(1, 3, 1, 1)` for per-channel bounds of normalised images).
+        stabilizer: $\epsilon \ge 0$ (default 1e-6).
+
+    Reference:
+        Montavon et al. 2017, Pattern Recognition 65, Sec. 5.2 (the $z^{\mathcal{B}}$-rule).
+    """
+
+    low: Tensor | float = 0.0
+    high: Tensor | float = 1.0
+    stabilizer: float = 1e-6
+
+    def __post_init__(self) -> None:
+        check_nonnegative("stabilizer", self.stabilizer)
+        low, high = _as_bound(self.low, "low"), _as_bound(self.high, "high")
+        if bool(torch.any(torch.as_tensor(low) > torch.as_tensor(high))):
+            raise InvalidRuleError(
+                f"ZBox needs low <= high everywhere, got low={self.low!r}, high={self.high!r}."
+            )
+        object.__setattr__(self, "low", low)
+        object.__setattr__(self, "high", high)
+
+    def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
+        a, W, b = activations.input, layer.weight, layer.bias
+        low = torch.as_tensor(self.low, dtype=a.dtype, device=a.device).expand_as(a)
+        high = torch.as_tensor(self.high, dtype=a.dtype, device=a.device).expand_as(a)
+        terms = (
+            Term(a, W, b),
+            Term(low, W.clamp(min=0), _positive(b), -1.0),
+            Term(high, W.clamp(max=0), _negative(b), -1.0),
+        )
+        return (Group(terms),)
+
+
+@dataclass(frozen=True)
+class Flat(LinearRule):
+    r"""LRP-flat: relevance spread uniformly over each output's receptive field.
+
+    Definition:
+        $$ R_{\text{in}} = f^\top\!\left(\frac{R}{\mathrm{st}(f(\mathbf{1}; \mathbf{1}, 0))}; \mathbf{1}\right) $$
+        (inputs and weights set to one, bias dropped.)
+
+    Arguments:
+        stabilizer: $\epsilon \ge 0$ (default 1e-6).
+
+    Reference:
+        Lapuschkin et al. 2019, "Unmasking Clever Hans predictors and assessing what
+        machines really learn", Nature Communications 10, 1096.
+    """
+
+    stabilizer: float = 1e-6
+
+    def __post_init__(self) -> None:
+        check_nonnegative("stabilizer", self.stabilizer)
+
+    def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
+        ones = torch.ones_like(activations.input)
+        return (Group((Term(ones, torch.ones_like(layer.weight), None),)),)
+
+
+@dataclass(frozen=True)
+class WSquare(LinearRule):
+    r"""LRP-$w^2$: relevance spread in proportion to the squared weights.
+
+    Definition:
+        $$ R_{\text{in}} = f^\top\!\left(\frac{R}{\mathrm{st}(f(\mathbf{1}; W^{2}, 0))}; W^{2}\right) $$
+        The bias is left out, as in the paper (zennit's `WSquare` squares it into the
+        denominator; `zennit.rules.WSquare(zero_params=["bias"])` equals this rule).
+
+    Arguments:
+        stabilizer: $\epsilon \ge 0$ (default 1e-6).
+
+    Reference:
+        Montavon et al. 2017, Pattern Recognition 65, Sec. 5.1 (the $w^2$-rule).
+    """
+
+    stabilizer: float = 1e-6
+
+    def __post_init__(self) -> None:
+        check_nonnegative("stabilizer", self.stabilizer)
+
+    def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
+        ones = torch.ones_like(activations.input)
+        return (Group((Term(ones, layer.weight.square(), None),)),)
+
+
+@dataclass(frozen=True)
+class Pass:
+    r"""Pass relevance through unchanged: $R_{\text{in}} = R$.
+
+    For layers whose output has the input's shape (a BatchNorm left unfolded, an
+    elementwise scaling); zennit applies it to BatchNorm and activations.
+    """
+
+    def __call__(self, layer: Layer, activations: Activations, relevance: Tensor) -> Tensor:
+        if relevance.shape != activations.input.shape:
+            raise InvalidRuleError(
+                f"Pass() needs the output of node {layer.name!r} to have its input's shape, "
+                f"got input {tuple(activations.input.shape)} and output "
+                f"{tuple(relevance.shape)}. Give this node a rule such as Epsilon()."
+            )
+        return relevance
