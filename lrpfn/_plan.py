@@ -19,9 +19,10 @@ from torch import fx
 
 from ._canonical import SOURCE, canonicalize
 from ._capture import capture
-from ._handlers import HANDLERS, Handler, handler_for
+from ._handlers import HANDLERS, ROUTE, Handler, handler_for
 from .composites import resolve
 from .errors import UnsupportedNodeError
+from .rules import Gradient, is_signal_rule
 
 __all__ = ["Plan", "prepare"]
 
@@ -53,6 +54,10 @@ class Plan:
 def prepare(model: torch.nn.Module, rules: Any, handlers: Mapping[Any, Handler] | None = None) -> Plan:
     """Capture `model`, canonicalize it, check every node and resolve `rules`.
 
+    When a signal rule (`rules.Gradient`, `rules.PatternNet`, ...) is assigned, elementwise
+    activations propagate like a gradient (times their derivative) and parameter-free
+    linear nodes default to `rules.Gradient()`.
+
     Arguments:
         model: an `nn.Module` or a `torch.fx.GraphModule` (never modified).
         rules: a rule mapping (see `lrpfn.composites`).
@@ -77,9 +82,16 @@ def prepare(model: torch.nn.Module, rules: Any, handlers: Mapping[Any, Handler] 
     if unsupported:
         raise UnsupportedNodeError(_unsupported_message(gm, unsupported))
     data_inputs = {node: inputs for node, inputs in data_inputs.items() if node in node_handlers}
+    table_of_rules = resolve(gm, node_handlers, rules)
+    if any(is_signal_rule(rule) for rule in table_of_rules.values()):
+        node_handlers = {
+            node: ROUTE if handler.kind == "pass" else handler
+            for node, handler in node_handlers.items()
+        }
+        table_of_rules = resolve(gm, node_handlers, rules, default_rule=Gradient())
     return Plan(
         module=gm,
-        rules=MappingProxyType(resolve(gm, node_handlers, rules)),
+        rules=MappingProxyType(table_of_rules),
         handlers=MappingProxyType(node_handlers),
         data_inputs=MappingProxyType(data_inputs),
         data_positions=MappingProxyType(positions),

@@ -252,7 +252,12 @@ def node_infos(gm: fx.GraphModule, handlers: Mapping[fx.Node, Handler]) -> tuple
     return tuple(infos)
 
 
-def resolve(gm: fx.GraphModule, handlers: Mapping[fx.Node, Handler], mapping: Any) -> dict[str, Any]:
+def resolve(
+    gm: fx.GraphModule,
+    handlers: Mapping[fx.Node, Handler],
+    mapping: Any,
+    default_rule: Any = DEFAULT_RULE,
+) -> dict[str, Any]:
     """The rule of every node that takes one, `{node name: rule}` in graph order.
 
     Raises:
@@ -268,7 +273,7 @@ def resolve(gm: fx.GraphModule, handlers: Mapping[fx.Node, Handler], mapping: An
             if by_name[info.name].rule == "required":
                 missing.append(info)
                 continue
-            rule = DEFAULT_PRODUCT_RULE if info.family == "product" else DEFAULT_RULE
+            rule = DEFAULT_PRODUCT_RULE if info.family == "product" else default_rule
         table[info.name] = rule
     if missing:
         lines = "\n".join(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -19,7 +19,7 @@ from ..errors import InvalidRuleError
 from ..layers import Layer
 from ._base import Activations, Group, LinearRule, Term, check_nonnegative
 
-__all__ = ["AlphaBeta", "Epsilon", "Flat", "Gamma", "Pass", "WSquare", "ZBox", "ZPlus"]
+__all__ = ["AlphaBeta", "Epsilon", "Flat", "Gamma", "Gradient", "Pass", "WSquare", "ZBox", "ZPlus"]
 
 
 def _positive(t: Tensor | None) -> Tensor | None:
@@ -322,3 +322,24 @@ class Pass:
                 f"{tuple(relevance.shape)}. Give this node a rule such as Epsilon()."
             )
         return relevance
+
+
+@dataclass(frozen=True)
+class Gradient:
+    r"""Plain gradient backpropagation: $R_{\text{in}} = f^\top(R; W)$.
+
+    A *signal* rule: when any node's rule is a signal rule (`Gradient`, `PatternNet`,
+    `PatternAttribution`), the whole explanation propagates signals as a gradient does:
+    elementwise activations multiply by their derivative instead of passing relevance,
+    and parameter-free linear nodes default to `Gradient()`. With `Gradient()` on every
+    node and `output_relevance` one-hot, `lrp` returns the input gradient of the logit.
+
+    Reference:
+        Simonyan et al. 2014, "Deep inside convolutional networks: visualising image
+        classification models and saliency maps", ICLR workshop.
+    """
+
+    signal: ClassVar[bool] = True
+
+    def __call__(self, layer: Layer, activations: Activations, relevance: Tensor) -> Tensor:
+        return layer.transpose(relevance, activations.input)
