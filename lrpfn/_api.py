@@ -70,7 +70,7 @@ def relevances(
     included. A BatchNorm folded into the layer before it shares that layer's relevance.
     Arguments as in `lrp`.
     """
-    result, recorded = _explain(model, x, rules, target, output_relevance, handlers, keep_all=True)
+    _result, recorded = _explain(model, x, rules, target, output_relevance, handlers, keep_all=True)
     return recorded
 
 
@@ -82,6 +82,7 @@ def _explain(model, x, rules, target, output_relevance, handlers, keep_all):
         output = env[output_node]
         initial = _initial_relevance(output, target, output_relevance)
         if initial.ndim == output.ndim + 1:  # several targets per sample: one batched walk
+
             def walk(start: Tensor):
                 return backward(plan, env, output_node, start, keep_all)
 
@@ -129,7 +130,10 @@ def _initial_relevance(output: Tensor, target: Target, output_relevance: Tensor 
     if output_relevance is not None:
         if target is not None:
             raise InvalidTargetError("pass either target or output_relevance, not both.")
-        if not isinstance(output_relevance, Tensor) or output_relevance.shape[-output.ndim:] != output.shape:
+        if (
+            not isinstance(output_relevance, Tensor)
+            or output_relevance.shape[-output.ndim :] != output.shape
+        ):
             shape = getattr(output_relevance, "shape", type(output_relevance).__name__)
             raise InvalidTargetError(
                 f"output_relevance must have the model output's shape {tuple(output.shape)} "
@@ -156,7 +160,9 @@ def _target_index(target: Target, output: Tensor, batch: int, classes: int) -> T
         raise InvalidTargetError(f"target must be None, an int or a LongTensor, got {target!r}.")
     index = torch.as_tensor(target, device=output.device)
     if index.is_floating_point() or index.dtype == torch.bool:
-        raise InvalidTargetError(f"target must hold integer class indices, got dtype {index.dtype}.")
+        raise InvalidTargetError(
+            f"target must hold integer class indices, got dtype {index.dtype}."
+        )
     if index.ndim == 0:
         index = index.expand(batch)
     if index.ndim not in (1, 2) or index.shape[0] != batch:

@@ -6,8 +6,8 @@
 1. out-of-place: in-place ops (`ReLU(inplace=True)`, `F.relu(x, inplace=True)`,
    `x.relu_()`, `operator.iadd`) become out-of-place, so the activations kept for the
    relevance pass are not overwritten by later ops;
-2. lower: `nn.Linear`, `nn.ConvNd` and `nn.ConvTransposeNd` calls become their functional
-   form (`F.linear`, `F.conv2d`, ...) with the parameters as graph attributes, and a
+2. lower: `nn.Linear`, `nn.ConvNd`, `nn.ConvTransposeNd` and `nn.LayerNorm` calls become
+   their functional form (`F.linear`, `F.conv2d`, ...) with the parameters as graph attributes, and a
    non-zero `padding_mode` becomes an explicit `F.pad`. The source module's name and type
    are kept in `node.meta["lrpfn_source"]`, so rules still match by module name and type;
 3. fold BatchNorm: an eval-mode BatchNorm whose input comes from a linear or convolution
@@ -45,14 +45,19 @@ class Source(NamedTuple):
 
 
 _CONV_FUNCTIONS = {
-    nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d,
-    nn.ConvTranspose1d: F.conv_transpose1d, nn.ConvTranspose2d: F.conv_transpose2d,
+    nn.Conv1d: F.conv1d,
+    nn.Conv2d: F.conv2d,
+    nn.Conv3d: F.conv3d,
+    nn.ConvTranspose1d: F.conv_transpose1d,
+    nn.ConvTranspose2d: F.conv_transpose2d,
     nn.ConvTranspose3d: F.conv_transpose3d,
 }
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _INPLACE_OPERATORS = {
-    operator.iadd: operator.add, operator.isub: operator.sub,
-    operator.imul: operator.mul, operator.itruediv: operator.truediv,
+    operator.iadd: operator.add,
+    operator.isub: operator.sub,
+    operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
 }
 
 
@@ -82,7 +87,8 @@ def _check_eval_mode(gm: fx.GraphModule) -> None:
     training = [
         f"{node.name} ({type(module).__name__})"
         for node, module in _modules_of(gm)
-        if module.training and isinstance(module, (*_BATCH_NORMS, nn.Dropout, nn.modules.dropout._DropoutNd))
+        if module.training
+        and isinstance(module, (*_BATCH_NORMS, nn.Dropout, nn.modules.dropout._DropoutNd))
     ]
     if training:
         raise TrainingModeError(
@@ -115,7 +121,11 @@ def _out_of_place(gm: fx.GraphModule) -> None:
                 node.target = _INPLACE_OPERATORS[node.target]
             elif node.kwargs.get("inplace") is True:
                 node.kwargs = {**node.kwargs, "inplace": False}
-        elif node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("_"):
+        elif (
+            node.op == "call_method"
+            and node.target.endswith("_")
+            and not node.target.startswith("_")
+        ):
             out_of_place = node.target[:-1]
             if hasattr(torch.Tensor, out_of_place):
                 node.target = out_of_place
@@ -141,13 +151,16 @@ def _parameter_attr(gm: fx.GraphModule, node: fx.Node, path: str, value):
 def _lower_affine_modules(gm: fx.GraphModule) -> None:
     for node, module in list(_modules_of(gm)):
         kind = type(module)
-        if kind is not nn.Linear and kind not in _CONV_FUNCTIONS:
+        if kind not in (nn.Linear, nn.LayerNorm) and kind not in _CONV_FUNCTIONS:
             continue
         weight = _parameter_attr(gm, node, f"{node.target}.weight", module.weight)
         bias = _parameter_attr(gm, node, f"{node.target}.bias", module.bias)
         (x,) = node.args
         if kind is nn.Linear:
             target, args, kwargs = F.linear, (x, weight, bias), {}
+        elif kind is nn.LayerNorm:
+            target, args = F.layer_norm, (x, module.normalized_shape, weight, bias, module.eps)
+            kwargs = {}
         else:
             target, args, kwargs = _convolution_call(gm, node, module, x, weight, bias)
         with gm.graph.inserting_before(node):
@@ -182,8 +195,10 @@ def _convolution_call(gm, node, module, x, weight, bias):
     target = _CONV_FUNCTIONS[type(module)]
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         kwargs = {
-            "stride": module.stride, "padding": module.padding,
-            "output_padding": module.output_padding, "groups": module.groups,
+            "stride": module.stride,
+            "padding": module.padding,
+            "output_padding": module.output_padding,
+            "groups": module.groups,
             "dilation": module.dilation,
         }
         return target, (x, weight, bias), kwargs
@@ -191,13 +206,16 @@ def _convolution_call(gm, node, module, x, weight, bias):
     if module.padding_mode != "zeros":
         with gm.graph.inserting_before(node):
             x = gm.graph.call_function(
-                F.pad, (x, module._reversed_padding_repeated_twice),
+                F.pad,
+                (x, module._reversed_padding_repeated_twice),
                 {"mode": module.padding_mode},
             )
         padding = 0
     kwargs = {
-        "stride": module.stride, "padding": padding,
-        "dilation": module.dilation, "groups": module.groups,
+        "stride": module.stride,
+        "padding": padding,
+        "dilation": module.dilation,
+        "groups": module.groups,
     }
     return target, (x, weight, bias), kwargs
 

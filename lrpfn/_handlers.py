@@ -16,8 +16,9 @@ facts, separate from rules (the user's choice for linear nodes):
   tensors is handled by the node's product rule);
 - `NONE`: ops whose result is not a tensor (`x.size()`, `x.shape`): no relevance.
 
-`HANDLERS` is keyed by module type (for `call_module` nodes), by function (for
-`call_function`) and by method name (for `call_method`). `handler_for(node, gm)` looks a
+`HANDLERS` is keyed by module type (for `call_module` nodes), by function or its
+qualified name `"module.function"` (for `call_function`) and by method name (for
+`call_method`). `handler_for(node, gm)` looks a
 node up; `register(key, handler)` returns a new table (the global one is never changed).
 """
 
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ._ops import channel_affine
-from .layers import ChannelAffine, Convolution, Dense, Layer, LinearFunction, Sum
+from .layers import ChannelAffine, Convolution, Dense, Layer, LinearFunction, Normalization, Sum
 from .rules._base import Activations
 
 __all__ = ["HANDLERS", "Handler", "Step", "handler_for"]
@@ -118,16 +119,22 @@ def _convolution_layer(dims: int, transposed: bool) -> Callable[[Step], Layer]:
         weight = step.args[1]
         if transposed:  # (input, weight, bias, stride, padding, output_padding, groups, dilation)
             op = Convolution(
-                dims, _tuple(_arg(step, 3, "stride", 1), dims), _tuple(_arg(step, 4, "padding", 0), dims),
-                _tuple(_arg(step, 7, "dilation", 1), dims), _arg(step, 6, "groups", 1), True,
+                dims,
+                _tuple(_arg(step, 3, "stride", 1), dims),
+                _tuple(_arg(step, 4, "padding", 0), dims),
+                _tuple(_arg(step, 7, "dilation", 1), dims),
+                _arg(step, 6, "groups", 1),
+                True,
                 _tuple(_arg(step, 5, "output_padding", 0), dims),
             )
         else:  # (input, weight, bias, stride, padding, dilation, groups)
             padding = _arg(step, 4, "padding", 0)
             op = Convolution(
-                dims, _tuple(_arg(step, 3, "stride", 1), dims),
+                dims,
+                _tuple(_arg(step, 3, "stride", 1), dims),
                 "same" if padding == "same" else _tuple(0 if padding == "valid" else padding, dims),
-                _tuple(_arg(step, 5, "dilation", 1), dims), _arg(step, 6, "groups", 1),
+                _tuple(_arg(step, 5, "dilation", 1), dims),
+                _arg(step, 6, "groups", 1),
             )
         return Layer(op, weight, _arg(step, 2, "bias"), step.node.name)
 
@@ -137,6 +144,27 @@ def _convolution_layer(dims: int, transposed: bool) -> Callable[[Step], Layer]:
 def _channel_affine_layer(step: Step) -> Layer:
     x, scale, shift = step.args
     return Layer(ChannelAffine(x.ndim - 2), scale, shift, step.node.name)
+
+
+def _layer_norm_layer(step: Step) -> Layer:
+    r"""`F.layer_norm(x, shape, weight, bias, eps)` with $\sigma$ from the forward pass."""
+    x, shape = step.args[0], _arg(step, 1, "normalized_shape")
+    weight, bias = _arg(step, 2, "weight"), _arg(step, 3, "bias")
+    eps = _arg(step, 4, "eps", 1e-5)
+    axes = tuple(range(-len(shape), 0))
+    inverse_std = torch.rsqrt(x.var(axes, unbiased=False, keepdim=True) + eps)
+    if weight is None:
+        weight = torch.ones(shape, dtype=x.dtype, device=x.device)
+    return Layer(Normalization(len(shape), inverse_std), weight, bias, step.node.name)
+
+
+def _stochastic_depth(step: Step) -> tuple:
+    training = _arg(step, 3, "training", True)
+    if training:
+        raise NotImplementedError(
+            "stochastic_depth in training mode drops residual branches at random; call model.eval()"
+        )
+    return _pass(step)
 
 
 def _unit_weight(step: Step) -> Tensor:
@@ -161,13 +189,17 @@ def _sum(step: Step) -> tuple:
     data_index = set(step.data_positions)
     shape, out = step.output.shape, step.output
     stacked = torch.stack([operand.expand(shape) for operand in step.inputs], dim=-1)
-    weight = torch.tensor([signs[i] for i in sorted(data_index)], dtype=out.dtype, device=out.device)
+    weight = torch.tensor(
+        [signs[i] for i in sorted(data_index)], dtype=out.dtype, device=out.device
+    )
     bias = None
     for index, operand in enumerate(operands):
         if index not in data_index:
             bias = signs[index] * torch.as_tensor(operand, dtype=out.dtype, device=out.device)
     layer = Layer(Sum(), weight, bias, step.node.name, False)
-    relevance = step.rule(layer, Activations(stacked, out, all(step.input_nonnegative)), step.relevance)
+    relevance = step.rule(
+        layer, Activations(stacked, out, all(step.input_nonnegative)), step.relevance
+    )
     return tuple(
         r.sum_to_size(x.shape) for r, x in zip(relevance.unbind(-1), step.inputs, strict=True)
     )
@@ -192,7 +224,9 @@ _GATES = {torch.sigmoid, F.sigmoid, F.hardsigmoid, torch.softmax, F.softmax, "si
 def _is_gate(node: fx.Node) -> bool:
     if node.op == "call_module":
         return type(node.graph.owning_module.get_submodule(node.target)) in (
-            nn.Sigmoid, nn.Hardsigmoid, nn.Softmax
+            nn.Sigmoid,
+            nn.Hardsigmoid,
+            nn.Softmax,
         )
     return node.target in _GATES
 
@@ -208,6 +242,7 @@ ROUTE = Handler("route", _route, nonnegative="preserves")
 NONE = Handler("none", _none, keeps_inputs=False)
 DENSE = Handler("linear", _linear(_dense_layer), rule="required")
 CHANNEL_AFFINE = Handler("linear", _linear(_channel_affine_layer), rule="required")
+LAYER_NORM = Handler("linear", _linear(_layer_norm_layer), rule="required")
 POOL = Handler("linear", _linear(_function_layer), rule="default", nonnegative="preserves")
 SUM = Handler("sum", _sum, rule="default", nonnegative="preserves")
 PRODUCT = Handler("product", _product, rule="product")
@@ -218,59 +253,179 @@ def _convolution(dims: int, transposed: bool) -> Handler:
 
 
 _ACTIVATION_MODULES = (
-    nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Softplus, nn.Hardtanh,
-    nn.Hardswish, nn.Mish, nn.SELU, nn.CELU, nn.PReLU, nn.LogSigmoid, nn.Tanhshrink,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Softplus,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Mish,
+    nn.SELU,
+    nn.CELU,
+    nn.PReLU,
+    nn.LogSigmoid,
+    nn.Tanhshrink,
     nn.Softsign,
 )
 _NONNEGATIVE_MODULES = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Hardsigmoid)
 _ACTIVATION_FUNCTIONS = (
-    F.leaky_relu, F.elu, F.gelu, F.silu, torch.tanh, F.tanh, F.softplus, F.hardtanh,
-    F.hardswish, F.mish, F.selu, F.celu, torch.selu, F.logsigmoid, torch.clamp, torch.clip,
+    F.leaky_relu,
+    F.elu,
+    F.gelu,
+    F.silu,
+    torch.tanh,
+    F.tanh,
+    F.softplus,
+    F.hardtanh,
+    F.hardswish,
+    F.mish,
+    F.selu,
+    F.celu,
+    torch.selu,
+    F.logsigmoid,
+    torch.clamp,
+    torch.clip,
 )
 _NONNEGATIVE_FUNCTIONS = (F.relu, torch.relu, F.relu6, torch.sigmoid, F.sigmoid, F.hardsigmoid)
 _ROUTE_FUNCTIONS = (
-    torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze,
-    torch.unsqueeze, torch.cat, torch.concat, torch.concatenate, torch.stack, torch.split,
-    torch.chunk, torch.flip, torch.roll, torch.narrow, torch.movedim, torch.swapaxes,
-    operator.getitem, F.pad, F.max_pool1d, F.max_pool2d, F.max_pool3d,
-    F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d, torch.unbind,
-    F.pixel_shuffle, F.pixel_unshuffle, torch.tile,
+    torch.flatten,
+    torch.reshape,
+    torch.permute,
+    torch.transpose,
+    torch.squeeze,
+    torch.unsqueeze,
+    torch.cat,
+    torch.concat,
+    torch.concatenate,
+    torch.stack,
+    torch.split,
+    torch.chunk,
+    torch.flip,
+    torch.roll,
+    torch.narrow,
+    torch.movedim,
+    torch.swapaxes,
+    operator.getitem,
+    F.pad,
+    F.max_pool1d,
+    F.max_pool2d,
+    F.max_pool3d,
+    F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d,
+    F.adaptive_max_pool3d,
+    torch.unbind,
+    F.pixel_shuffle,
+    F.pixel_unshuffle,
+    torch.tile,
 )
 _POOL_FUNCTIONS = (
-    F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
-    F.adaptive_avg_pool3d, torch.mean, torch.sum,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.avg_pool3d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_avg_pool3d,
+    torch.mean,
+    torch.sum,
 )
 _ROUTE_METHODS = (
-    "view", "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze", "split",
-    "chunk", "expand", "expand_as", "flip", "roll", "narrow", "movedim", "unbind",
-    "view_as", "reshape_as", "repeat", "unflatten", "swapaxes", "t", "mT",
+    "view",
+    "reshape",
+    "flatten",
+    "permute",
+    "transpose",
+    "squeeze",
+    "unsqueeze",
+    "split",
+    "chunk",
+    "expand",
+    "expand_as",
+    "flip",
+    "roll",
+    "narrow",
+    "movedim",
+    "unbind",
+    "view_as",
+    "reshape_as",
+    "repeat",
+    "unflatten",
+    "swapaxes",
+    "t",
+    "mT",
 )
-_PASS_METHODS = ("contiguous", "clone", "detach", "float", "double", "to", "type_as", "clamp", "clip")
+_PASS_METHODS = (
+    "contiguous",
+    "clone",
+    "detach",
+    "float",
+    "double",
+    "to",
+    "type_as",
+    "clamp",
+    "clip",
+)
 _NONE_METHODS = ("size", "dim", "numel", "type", "__len__", "get_device", "stride")
 
 
 def _table() -> dict[Any, Handler]:
     table: dict[Any, Handler] = {
-        nn.Identity: PASS_PRESERVING, nn.Dropout: PASS_PRESERVING,
-        nn.Flatten: ROUTE, nn.Unflatten: ROUTE,
-        nn.ZeroPad2d: ROUTE, nn.ConstantPad2d: ROUTE,
-        nn.MaxPool1d: ROUTE, nn.MaxPool2d: ROUTE, nn.MaxPool3d: ROUTE,
-        nn.AdaptiveMaxPool1d: ROUTE, nn.AdaptiveMaxPool2d: ROUTE, nn.AdaptiveMaxPool3d: ROUTE,
-        nn.AvgPool1d: POOL, nn.AvgPool2d: POOL, nn.AvgPool3d: POOL,
-        nn.AdaptiveAvgPool1d: POOL, nn.AdaptiveAvgPool2d: POOL, nn.AdaptiveAvgPool3d: POOL,
-        F.linear: DENSE, channel_affine: CHANNEL_AFFINE,
-        F.conv1d: _convolution(1, False), F.conv2d: _convolution(2, False),
-        F.conv3d: _convolution(3, False), F.conv_transpose1d: _convolution(1, True),
-        F.conv_transpose2d: _convolution(2, True), F.conv_transpose3d: _convolution(3, True),
-        F.dropout: PASS_PRESERVING, F.dropout1d: PASS_PRESERVING, F.dropout2d: PASS_PRESERVING,
+        nn.Identity: PASS_PRESERVING,
+        nn.Dropout: PASS_PRESERVING,
+        nn.Flatten: ROUTE,
+        nn.Unflatten: ROUTE,
+        nn.ZeroPad2d: ROUTE,
+        nn.ConstantPad2d: ROUTE,
+        nn.MaxPool1d: ROUTE,
+        nn.MaxPool2d: ROUTE,
+        nn.MaxPool3d: ROUTE,
+        nn.AdaptiveMaxPool1d: ROUTE,
+        nn.AdaptiveMaxPool2d: ROUTE,
+        nn.AdaptiveMaxPool3d: ROUTE,
+        nn.AvgPool1d: POOL,
+        nn.AvgPool2d: POOL,
+        nn.AvgPool3d: POOL,
+        nn.AdaptiveAvgPool1d: POOL,
+        nn.AdaptiveAvgPool2d: POOL,
+        nn.AdaptiveAvgPool3d: POOL,
+        F.linear: DENSE,
+        channel_affine: CHANNEL_AFFINE,
+        F.layer_norm: LAYER_NORM,
+        # functions of optional packages are keyed by qualified name, so none is imported
+        "torchvision.ops.stochastic_depth.stochastic_depth": Handler("pass", _stochastic_depth),
+        F.conv1d: _convolution(1, False),
+        F.conv2d: _convolution(2, False),
+        F.conv3d: _convolution(3, False),
+        F.conv_transpose1d: _convolution(1, True),
+        F.conv_transpose2d: _convolution(2, True),
+        F.conv_transpose3d: _convolution(3, True),
+        F.dropout: PASS_PRESERVING,
+        F.dropout1d: PASS_PRESERVING,
+        F.dropout2d: PASS_PRESERVING,
         F.dropout3d: PASS_PRESERVING,
-        operator.add: SUM, torch.add: SUM, operator.sub: SUM, torch.sub: SUM,
-        operator.mul: PRODUCT, torch.mul: PRODUCT, operator.truediv: PRODUCT,
-        torch.div: PRODUCT, operator.neg: PASS, torch.neg: PASS,
-        builtins.getattr: NONE, builtins.len: NONE,
-        "add": SUM, "sub": SUM, "mul": PRODUCT, "div": PRODUCT, "neg": PASS,
-        "mean": POOL, "sum": POOL,
-        "relu": PASS_NONNEGATIVE, "sigmoid": PASS_NONNEGATIVE, "tanh": PASS,
+        operator.add: SUM,
+        torch.add: SUM,
+        operator.sub: SUM,
+        torch.sub: SUM,
+        operator.mul: PRODUCT,
+        torch.mul: PRODUCT,
+        operator.truediv: PRODUCT,
+        torch.div: PRODUCT,
+        operator.neg: PASS,
+        torch.neg: PASS,
+        builtins.getattr: NONE,
+        builtins.len: NONE,
+        "add": SUM,
+        "sub": SUM,
+        "mul": PRODUCT,
+        "div": PRODUCT,
+        "neg": PASS,
+        "mean": POOL,
+        "sum": POOL,
+        "relu": PASS_NONNEGATIVE,
+        "sigmoid": PASS_NONNEGATIVE,
+        "tanh": PASS,
     }
     table.update(dict.fromkeys(_ACTIVATION_MODULES, PASS))
     table.update(dict.fromkeys(_NONNEGATIVE_MODULES, PASS_NONNEGATIVE))
@@ -298,9 +453,17 @@ def handler_for(node: fx.Node, gm: fx.GraphModule, table: Mapping[Any, Handler])
                     return None
                 return table[kind]
         return None
-    if node.op in ("call_function", "call_method"):
+    if node.op == "call_method":
+        return table.get(node.target)
+    if node.op == "call_function":
         try:
-            return table.get(node.target)
+            handler = table.get(node.target)
         except TypeError:  # unhashable target
             return None
+        if handler is None:
+            name = (
+                f"{getattr(node.target, '__module__', '')}.{getattr(node.target, '__name__', '')}"
+            )
+            handler = table.get(name)
+        return handler
     return None

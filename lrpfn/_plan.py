@@ -51,7 +51,9 @@ class Plan:
         return f"Plan({type(self.module).__name__}, rules={{\n{lines}\n}})"
 
 
-def prepare(model: torch.nn.Module, rules: Any, handlers: Mapping[Any, Handler] | None = None) -> Plan:
+def prepare(
+    model: torch.nn.Module, rules: Any, handlers: Mapping[Any, Handler] | None = None
+) -> Plan:
     """Capture `model`, canonicalize it, check every node and resolve `rules`.
 
     When a signal rule (`rules.Gradient`, `rules.PatternNet`, ...) is assigned, elementwise
@@ -159,7 +161,9 @@ def _unsupported_message(gm: fx.GraphModule, nodes: list[fx.Node]) -> str:
         target = node.target
         if node.op == "call_module":
             module = gm.get_submodule(node.target)
-            described = f"module {node.target!r} ({type(module).__module__}.{type(module).__name__})"
+            described = (
+                f"module {node.target!r} ({type(module).__module__}.{type(module).__name__})"
+            )
         else:
             described = f"{node.op} {getattr(target, '__name__', target)!s}"
         source = node.meta.get(SOURCE)

@@ -89,7 +89,8 @@ def forward(plan: Plan, x: Tensor) -> tuple[dict[fx.Node, Any], fx.Node]:
                 ) from error
         for item in node.all_input_nodes:
             if last_use[item] == index and item not in keep and item in plan.data_inputs:
-                del env[item]
+                if node.op != "output":
+                    del env[item]
     if not isinstance(output_node, fx.Node) or not isinstance(env.get(output_node), Tensor):
         raise InvalidInputError(
             "the model must return one tensor (the logits) to be explained; it returns "
@@ -142,8 +143,10 @@ def backward(
 def _step(plan: Plan, env: dict, node: fx.Node, incoming: Any, relevance: dict) -> None:
     handler = plan.handlers[node]
     inputs = plan.data_inputs[node]
-    step = _make_step(plan, env, node, incoming) if handler.keeps_inputs else Step(
-        node, (), {}, (None,) * len(inputs), None, incoming, None, None, (), (), inputs
+    step = (
+        _make_step(plan, env, node, incoming)
+        if handler.keeps_inputs
+        else Step(node, (), {}, (None,) * len(inputs), None, incoming, None, None, (), (), inputs)
     )
     try:
         contributions = handler.backward(step)

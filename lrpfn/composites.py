@@ -7,7 +7,8 @@ A *rule mapping* is one of
   - a `str`: a node name (`"conv2d_1"`) or a qualified module name (`"features.0"`);
   - a module type (`torch.nn.Conv2d`, matched with `issubclass`) or a functional op
     (`torch.nn.functional.conv2d`);
-  - a layer family: `CONVOLUTION`, `DENSE`, `POOLING`, `SUM`, `BATCHNORM`, `PRODUCT`;
+  - a layer family: `CONVOLUTION`, `DENSE`, `POOLING`, `SUM`, `BATCHNORM`,
+    `NORMALIZATION` (layer norm), `PRODUCT`;
   - a position: `First(...)` / `Last(...)`, the first / last node in graph order that
     takes a rule and matches the keys inside (the "first layer" comes from the graph's
     topology, never from module registration order);
@@ -48,6 +49,7 @@ __all__ = [
     "DEFAULT_PRODUCT_RULE",
     "DEFAULT_RULE",
     "DENSE",
+    "NORMALIZATION",
     "POOLING",
     "PRESETS",
     "PRODUCT",
@@ -78,7 +80,7 @@ class NodeInfo(NamedTuple):
     module: str | None  # qualified name of the source module, if any
     module_type: type | None  # its type
     target: Any  # the fx target (function, method name, module path)
-    family: str  # "dense", "convolution", "batchnorm", "pooling", "sum" or "product"
+    family: str  # "dense", "convolution", "batchnorm", "normalization", "pooling", "sum", "product"
     position: int  # index among the nodes that take a rule, in graph order
 
 
@@ -94,6 +96,7 @@ class Family:
 
 CONVOLUTION, DENSE, POOLING = Family("convolution"), Family("dense"), Family("pooling")
 SUM, BATCHNORM, PRODUCT = Family("sum"), Family("batchnorm"), Family("product")
+NORMALIZATION = Family("normalization")
 _ANY = Family("any")  # every node that takes a linear rule (the single-rule form)
 
 
@@ -117,7 +120,14 @@ class Last:
         object.__setattr__(self, "keys", keys or (_ANY,))
 
 
-_CONVOLUTIONS = {F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d}
+_CONVOLUTIONS = {
+    F.conv1d,
+    F.conv2d,
+    F.conv3d,
+    F.conv_transpose1d,
+    F.conv_transpose2d,
+    F.conv_transpose3d,
+}
 
 
 def family_of(node: fx.Node, handler: Handler) -> str:
@@ -131,6 +141,8 @@ def family_of(node: fx.Node, handler: Handler) -> str:
         return "convolution"
     if node.target is channel_affine:
         return "batchnorm"
+    if node.target is F.layer_norm:
+        return "normalization"
     return "pooling"
 
 
@@ -163,7 +175,7 @@ def _level(key: Any) -> int:
     )
 
 
-_OP_KEYS = frozenset({F.linear, channel_affine, *_CONVOLUTIONS})
+_OP_KEYS = frozenset({F.linear, F.layer_norm, channel_affine, *_CONVOLUTIONS})
 
 
 def _matches(key: Any, info: NodeInfo, infos: tuple[NodeInfo, ...]) -> bool:
@@ -243,11 +255,15 @@ def node_infos(gm: fx.GraphModule, handlers: Mapping[fx.Node, Handler]) -> tuple
             continue
         source = node.meta.get(SOURCE)
         module = source.name if source else (node.target if node.op == "call_module" else None)
-        module_type = source.type if source else (
-            type(gm.get_submodule(node.target)) if node.op == "call_module" else None
+        module_type = (
+            source.type
+            if source
+            else (type(gm.get_submodule(node.target)) if node.op == "call_module" else None)
         )
         infos.append(
-            NodeInfo(node.name, module, module_type, node.target, family_of(node, handler), len(infos))
+            NodeInfo(
+                node.name, module, module_type, node.target, family_of(node, handler), len(infos)
+            )
         )
     return tuple(infos)
 
@@ -292,24 +308,34 @@ def resolve(
 
 def _base(stabilizer: float) -> dict:
     """zennit's `layer_map_base`: pooling and sums by the stabilized epsilon rule (zennit's
-    `Norm`), BatchNorm left unfolded passes relevance."""
-    return {POOLING: Epsilon(stabilizer), SUM: Epsilon(stabilizer), BATCHNORM: Pass()}
+    `Norm`), BatchNorm left unfolded passes relevance. Layer norms (which zennit does not
+    explain) get the stabilized epsilon rule on their linearization (Ali et al. 2022)."""
+    return {
+        POOLING: Epsilon(stabilizer),
+        SUM: Epsilon(stabilizer),
+        BATCHNORM: Pass(),
+        NORMALIZATION: Epsilon(stabilizer),
+    }
 
 
 def epsilon_plus(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     """ZPlus on convolutions, Epsilon on dense layers (zennit's `EpsilonPlus`)."""
-    return Composite(tuple({
-        **_base(stabilizer), CONVOLUTION: ZPlus(stabilizer), DENSE: Epsilon(epsilon)
-    }.items()))
+    return Composite(
+        tuple(
+            {**_base(stabilizer), CONVOLUTION: ZPlus(stabilizer), DENSE: Epsilon(epsilon)}.items()
+        )
+    )
 
 
 def epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     """Flat on the first dense or convolution layer, then as `epsilon_plus` (zennit's
     `EpsilonPlusFlat`)."""
-    return Composite((
-        (First(DENSE, CONVOLUTION), Flat(stabilizer)),
-        *epsilon_plus(epsilon, stabilizer).entries,
-    ))
+    return Composite(
+        (
+            (First(DENSE, CONVOLUTION), Flat(stabilizer)),
+            *epsilon_plus(epsilon, stabilizer).entries,
+        )
+    )
 
 
 def epsilon_gamma_box(
@@ -317,31 +343,37 @@ def epsilon_gamma_box(
 ) -> Composite:
     """ZBox(low, high) on the first convolution, Gamma on the other convolutions, Epsilon on
     dense layers (zennit's `EpsilonGammaBox`)."""
-    return Composite((
-        (First(CONVOLUTION), ZBox(low, high, stabilizer)),
-        *_base(stabilizer).items(),
-        (CONVOLUTION, Gamma(gamma, stabilizer)),
-        (DENSE, Epsilon(epsilon)),
-    ))
+    return Composite(
+        (
+            (First(CONVOLUTION), ZBox(low, high, stabilizer)),
+            *_base(stabilizer).items(),
+            (CONVOLUTION, Gamma(gamma, stabilizer)),
+            (DENSE, Epsilon(epsilon)),
+        )
+    )
 
 
 def epsilon_alpha2_beta1(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     """AlphaBeta(2, 1) on convolutions, Epsilon on dense layers (zennit's
     `EpsilonAlpha2Beta1`)."""
-    return Composite((
-        *_base(stabilizer).items(),
-        (CONVOLUTION, AlphaBeta(2.0, 1.0, stabilizer)),
-        (DENSE, Epsilon(epsilon)),
-    ))
+    return Composite(
+        (
+            *_base(stabilizer).items(),
+            (CONVOLUTION, AlphaBeta(2.0, 1.0, stabilizer)),
+            (DENSE, Epsilon(epsilon)),
+        )
+    )
 
 
 def epsilon_alpha2_beta1_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     """Flat on the first dense or convolution layer, then as `epsilon_alpha2_beta1`
     (zennit's `EpsilonAlpha2Beta1Flat`)."""
-    return Composite((
-        (First(DENSE, CONVOLUTION), Flat(stabilizer)),
-        *epsilon_alpha2_beta1(epsilon, stabilizer).entries,
-    ))
+    return Composite(
+        (
+            (First(DENSE, CONVOLUTION), Flat(stabilizer)),
+            *epsilon_alpha2_beta1(epsilon, stabilizer).entries,
+        )
+    )
 
 
 PRESETS: dict[str, Callable[..., Composite]] = {

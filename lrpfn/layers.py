@@ -33,6 +33,7 @@ __all__ = [
     "Dense",
     "Layer",
     "LinearFunction",
+    "Normalization",
     "Sum",
 ]
 
@@ -82,8 +83,14 @@ class Convolution(AffineOp):
     def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if self.transposed:
             return _CONV_T[self.dims](
-                x, weight, bias, self.stride, self.padding, self.output_padding,
-                self.groups, self.dilation,
+                x,
+                weight,
+                bias,
+                self.stride,
+                self.padding,
+                self.output_padding,
+                self.groups,
+                self.dilation,
             )
         return _CONV[self.dims](
             x, weight, bias, self.stride, self.padding, self.dilation, self.groups
@@ -97,8 +104,17 @@ class Convolution(AffineOp):
             s, x = s.unsqueeze(0), x.unsqueeze(0)
         output_padding = self.output_padding or (0,) * self.dims
         grad = torch.ops.aten.convolution_backward(
-            s, x, weight, None, list(self.stride), list(self.padding), list(self.dilation),
-            self.transposed, list(output_padding), self.groups, (True, False, False),
+            s,
+            x,
+            weight,
+            None,
+            list(self.stride),
+            list(self.padding),
+            list(self.dilation),
+            self.transposed,
+            list(output_padding),
+            self.groups,
+            (True, False, False),
         )[0]
         return grad.squeeze(0) if unbatched else grad
 
@@ -155,6 +171,33 @@ class LinearFunction(AffineOp):
 
     def transpose(self, s: Tensor, x: Tensor, weight: Tensor) -> Tensor:
         return torch.func.vjp(self._g, x)[1](s * weight)[0]
+
+
+@dataclass(frozen=True, eq=False)
+class Normalization(AffineOp):
+    """A layer norm with its scale held constant (the "LN-rule" of Ali et al. 2022):
+    $z = (x - \bar{x})\\, \\sigma^{-1} w + b$ over the last `dims` axes, with $\\sigma^{-1}$
+    taken from the forward pass. Then $z$ is affine in $x$ and
+    $f^\top(s) = t - \bar{t}$ with $t = s\\, w\\, \\sigma^{-1}$ (the centering is symmetric).
+
+    Reference: Ali et al. 2022, "XAI for transformers: better explanations through
+    conservative propagation", ICML.
+    """
+
+    dims: int
+    inverse_std: Tensor
+
+    def _axes(self) -> tuple[int, ...]:
+        return tuple(range(-self.dims, 0))
+
+    def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        centered = x - x.mean(self._axes(), keepdim=True)
+        z = centered * self.inverse_std * weight
+        return z if bias is None else z + bias
+
+    def transpose(self, s: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+        t = s * weight * self.inverse_std
+        return t - t.mean(self._axes(), keepdim=True)
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,17 @@ class SignalTakesAll:
 
     def __post_init__(self) -> None:
         if self.signal not in (None, 0, 1):
-            raise InvalidRuleError(f"SignalTakesAll(signal=...) must be 0, 1 or None, got {self.signal!r}.")
+            raise InvalidRuleError(
+                f"SignalTakesAll(signal=...) must be 0, 1 or None, got {self.signal!r}."
+            )
 
-    def __call__(self, operands: tuple[Tensor, Tensor], output: Tensor, relevance: Tensor,
-                 gate_like: tuple[bool, bool] = (False, False)) -> tuple:
+    def __call__(
+        self,
+        operands: tuple[Tensor, Tensor],
+        output: Tensor,
+        relevance: Tensor,
+        gate_like: tuple[bool, bool] = (False, False),
+    ) -> tuple:
         signal = self.signal
         if signal is None:
             full = [operand.shape == output.shape for operand in operands]
@@ -51,7 +58,12 @@ class EqualSplit:
     r"""$R_x = R_g = R / 2$ (each summed over its broadcast axes): both factors share the
     relevance equally. Offered for comparison studies; it also conserves relevance."""
 
-    def __call__(self, operands: tuple[Tensor, Tensor], output: Tensor, relevance: Tensor,
-                 gate_like: tuple[bool, bool] = (False, False)) -> tuple:
+    def __call__(
+        self,
+        operands: tuple[Tensor, Tensor],
+        output: Tensor,
+        relevance: Tensor,
+        gate_like: tuple[bool, bool] = (False, False),
+    ) -> tuple:
         half = relevance / 2
         return tuple(half.sum_to_size(operand.shape) for operand in operands)
