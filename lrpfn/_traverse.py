@@ -87,9 +87,9 @@ def forward(plan: Plan, x: Tensor) -> tuple[dict[fx.Node, Any], fx.Node]:
                     f"{type(error).__name__}: {error}\nCheck that the input fits the model "
                     f"(input shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device})."
                 ) from error
-        for item in node.all_input_nodes:
-            if last_use[item] == index and item not in keep and item in plan.data_inputs:
-                if node.op != "output":
+        if node.op != "output":  # the output stays: it starts the backward walk
+            for item in node.all_input_nodes:
+                if last_use[item] == index and item not in keep and item in plan.data_inputs:
                     del env[item]
     if not isinstance(output_node, fx.Node) or not isinstance(env.get(output_node), Tensor):
         raise InvalidInputError(
