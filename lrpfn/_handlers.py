@@ -56,6 +56,7 @@ class Step:
     input_nonnegative: tuple[bool, ...]
     data_positions: tuple[int, ...]  # the top-level argument index of each data input
     input_nodes: tuple  # the data input nodes
+    zero_where_nonpositive: bool = False  # the graph guarantees R = 0 where output <= 0
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class Handler:
         nonnegative: "always" if the output is >= 0, "preserves" if it is >= 0 when all
             data inputs are, else None.
         keeps_inputs: the backward step needs the data inputs' values.
+        zero_at_zero: (elementwise ops) the output is 0 where the input is 0.
+        zero_below: (elementwise ops) the output is 0 wherever the input is <= 0 (ReLU).
     """
 
     kind: str
@@ -77,6 +80,8 @@ class Handler:
     rule: str | None = None
     nonnegative: str | None = None
     keeps_inputs: bool = True
+    zero_at_zero: bool = False
+    zero_below: bool = False
 
 
 def _pass(step: Step) -> tuple:
@@ -92,7 +97,9 @@ def _linear(build: Callable[[Step], Layer]) -> Callable[[Step], tuple]:
     def backward(step: Step) -> tuple:
         layer = build(step)
         a = step.inputs[0]
-        activations = Activations(a, step.output, step.input_nonnegative[0])
+        activations = Activations(
+            a, step.output, step.input_nonnegative[0], step.zero_where_nonpositive
+        )
         return (step.rule(layer, activations, step.relevance),)
 
     return backward
@@ -235,9 +242,15 @@ def _none(step: Step) -> tuple:
     return (None,) * len(step.inputs)
 
 
-PASS = Handler("pass", _pass, nonnegative=None, keeps_inputs=False)
+PASS = Handler("pass", _pass, keeps_inputs=False)
+PASS_ZERO = Handler("pass", _pass, keeps_inputs=False, zero_at_zero=True)
+PASS_RELU = Handler(
+    "pass", _pass, nonnegative="always", keeps_inputs=False, zero_at_zero=True, zero_below=True
+)
 PASS_NONNEGATIVE = Handler("pass", _pass, nonnegative="always", keeps_inputs=False)
-PASS_PRESERVING = Handler("pass", _pass, nonnegative="preserves", keeps_inputs=False)
+PASS_PRESERVING = Handler(
+    "pass", _pass, nonnegative="preserves", keeps_inputs=False, zero_at_zero=True
+)
 ROUTE = Handler("route", _route, nonnegative="preserves")
 NONE = Handler("none", _none, keeps_inputs=False)
 DENSE = Handler("linear", _linear(_dense_layer), rule="required")
@@ -252,43 +265,31 @@ def _convolution(dims: int, transposed: bool) -> Handler:
     return Handler("linear", _linear(_convolution_layer(dims, transposed)), rule="required")
 
 
-_ACTIVATION_MODULES = (
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Tanh,
+_RELU_LIKE = (nn.ReLU, nn.ReLU6, F.relu, torch.relu, F.relu6, "relu")
+_ZERO_AT_ZERO = (
+    nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Mish,
+    nn.SELU, nn.CELU, nn.PReLU, nn.Tanhshrink, nn.Softsign,
+    F.leaky_relu, F.elu, F.gelu, F.silu, torch.tanh, F.tanh, F.hardtanh, F.hardswish,
+    F.mish, F.selu, F.celu, torch.selu, "tanh", operator.neg, torch.neg, "neg",
+)  # fmt: skip
+_OTHER_ACTIVATIONS = (
     nn.Softplus,
-    nn.Hardtanh,
-    nn.Hardswish,
-    nn.Mish,
-    nn.SELU,
-    nn.CELU,
-    nn.PReLU,
     nn.LogSigmoid,
-    nn.Tanhshrink,
-    nn.Softsign,
-)
-_NONNEGATIVE_MODULES = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Hardsigmoid)
-_ACTIVATION_FUNCTIONS = (
-    F.leaky_relu,
-    F.elu,
-    F.gelu,
-    F.silu,
-    torch.tanh,
-    F.tanh,
     F.softplus,
-    F.hardtanh,
-    F.hardswish,
-    F.mish,
-    F.selu,
-    F.celu,
-    torch.selu,
     F.logsigmoid,
     torch.clamp,
     torch.clip,
+    "clamp",
+    "clip",
 )
-_NONNEGATIVE_FUNCTIONS = (F.relu, torch.relu, F.relu6, torch.sigmoid, F.sigmoid, F.hardsigmoid)
+_NONNEGATIVE_ACTIVATIONS = (
+    nn.Sigmoid,
+    nn.Hardsigmoid,
+    torch.sigmoid,
+    F.sigmoid,
+    F.hardsigmoid,
+    "sigmoid",
+)
 _ROUTE_FUNCTIONS = (
     torch.flatten,
     torch.reshape,
@@ -355,17 +356,7 @@ _ROUTE_METHODS = (
     "t",
     "mT",
 )
-_PASS_METHODS = (
-    "contiguous",
-    "clone",
-    "detach",
-    "float",
-    "double",
-    "to",
-    "type_as",
-    "clamp",
-    "clip",
-)
+_PASS_METHODS = ("contiguous", "clone", "detach", "float", "double", "to", "type_as")
 _NONE_METHODS = ("size", "dim", "numel", "type", "__len__", "get_device", "stride")
 
 
@@ -412,25 +403,19 @@ def _table() -> dict[Any, Handler]:
         torch.mul: PRODUCT,
         operator.truediv: PRODUCT,
         torch.div: PRODUCT,
-        operator.neg: PASS,
-        torch.neg: PASS,
         builtins.getattr: NONE,
         builtins.len: NONE,
         "add": SUM,
         "sub": SUM,
         "mul": PRODUCT,
         "div": PRODUCT,
-        "neg": PASS,
         "mean": POOL,
         "sum": POOL,
-        "relu": PASS_NONNEGATIVE,
-        "sigmoid": PASS_NONNEGATIVE,
-        "tanh": PASS,
     }
-    table.update(dict.fromkeys(_ACTIVATION_MODULES, PASS))
-    table.update(dict.fromkeys(_NONNEGATIVE_MODULES, PASS_NONNEGATIVE))
-    table.update(dict.fromkeys(_ACTIVATION_FUNCTIONS, PASS))
-    table.update(dict.fromkeys(_NONNEGATIVE_FUNCTIONS, PASS_NONNEGATIVE))
+    table.update(dict.fromkeys(_RELU_LIKE, PASS_RELU))
+    table.update(dict.fromkeys(_ZERO_AT_ZERO, PASS_ZERO))
+    table.update(dict.fromkeys(_OTHER_ACTIVATIONS, PASS))
+    table.update(dict.fromkeys(_NONNEGATIVE_ACTIVATIONS, PASS_NONNEGATIVE))
     table.update(dict.fromkeys(_ROUTE_FUNCTIONS, ROUTE))
     table.update(dict.fromkeys(_POOL_FUNCTIONS, POOL))
     table.update(dict.fromkeys(_ROUTE_METHODS, ROUTE))

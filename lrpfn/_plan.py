@@ -37,6 +37,8 @@ class Plan:
         handlers: the handler of every node that carries relevance.
         data_inputs: for each such node, its input nodes that carry relevance.
         nonnegative: nodes whose output the graph guarantees to be >= 0.
+        zero_where_nonpositive: nodes whose relevance the graph guarantees to be 0
+            wherever their output is <= 0.
     """
 
     module: fx.GraphModule
@@ -45,6 +47,7 @@ class Plan:
     data_inputs: Mapping[fx.Node, tuple[fx.Node, ...]]
     data_positions: Mapping[fx.Node, tuple[int, ...]]
     nonnegative: frozenset
+    zero_where_nonpositive: frozenset = frozenset()
 
     def __repr__(self) -> str:
         lines = "\n".join(f"  {name}: {rule!r}" for name, rule in self.rules.items())
@@ -98,6 +101,7 @@ def prepare(
         data_inputs=MappingProxyType(data_inputs),
         data_positions=MappingProxyType(positions),
         nonnegative=_nonnegative(gm, node_handlers, data_inputs),
+        zero_where_nonpositive=_zero_where_nonpositive(node_handlers, table_of_rules),
     )
 
 
@@ -175,3 +179,40 @@ def _unsupported_message(gm: fx.GraphModule, nodes: list[fx.Node]) -> str:
         "POOL (parameter-free linear op), or write a handler (docs/extending.md); or trace "
         "the model so that the op is expressed by supported ops."
     )
+
+
+def _zero_where_nonpositive(
+    handlers: Mapping[fx.Node, Handler], rules: Mapping[str, Any]
+) -> frozenset:
+    """Nodes whose relevance is 0 wherever their value is <= 0, by static analysis.
+
+    Walking in reverse, a node's relevance is 0 wherever its value is 0 (set `at_zero`) if
+    every consumer sends nothing there: a rule that multiplies by its input (Epsilon,
+    Gamma, AlphaBeta, ZPlus), or a selection (view, max-pool, cat) or an elementwise op
+    with $g(0) = 0$ whose own output is in `at_zero`. It is 0 wherever its value is <= 0
+    if every consumer is a ReLU in `at_zero`. The output node is never in the sets, since
+    `output_relevance` may be anything. Signal rules (gradients) make no such promise.
+    """
+    if any(is_signal_rule(rule) for rule in rules.values()):
+        return frozenset()
+    at_zero: set[fx.Node] = set()
+    below: set[fx.Node] = set()
+    for node in reversed(list(handlers)):
+        consumers = list(node.users)
+        if not consumers or any(user not in handlers for user in consumers):
+            continue
+        if all(_sends_zero_at_zero(user, handlers[user], rules, at_zero) for user in consumers):
+            at_zero.add(node)
+        if all(handlers[user].zero_below and user in at_zero for user in consumers):
+            below.add(node)
+    return frozenset(below)
+
+
+def _sends_zero_at_zero(user: fx.Node, handler: Handler, rules, at_zero: set) -> bool:
+    if handler.kind in ("linear", "sum"):
+        return bool(getattr(rules.get(user.name), "multiplies_input", False))
+    if handler.kind == "pass":
+        return handler.zero_at_zero and user in at_zero
+    if handler.kind in ("route", "product"):
+        return user in at_zero
+    return handler.kind == "none"

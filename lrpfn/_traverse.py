@@ -185,6 +185,7 @@ def _make_step(plan: Plan, env: dict, node: fx.Node, incoming: Any) -> Step:
         input_nonnegative=tuple(item in plan.nonnegative for item in inputs),
         data_positions=plan.data_positions[node],
         input_nodes=inputs,
+        zero_where_nonpositive=node in plan.zero_where_nonpositive,
     )
 
 

@@ -22,7 +22,7 @@ References:
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -49,11 +49,16 @@ class Activations(NamedTuple):
         input: $a$, the layer's input.
         output: $z = f(a; W, b)$, the layer's unmodified output from the forward pass.
         input_nonnegative: True when the graph guarantees $a \\ge 0$ (e.g. after a ReLU).
+        zero_where_nonpositive: True when the graph guarantees that the relevance $R$
+            arriving at the output is 0 wherever $z \\le 0$: the output feeds only ReLUs
+            whose relevance comes from rules that multiply by their input (see `_plan`).
+            Rules may use both flags to skip terms that are exactly zero.
     """
 
     input: Tensor
     output: Tensor
     input_nonnegative: bool = False
+    zero_where_nonpositive: bool = False
 
 
 @runtime_checkable
@@ -114,6 +119,10 @@ class LinearRule:
     denominator $z + \\epsilon\\,\\mathrm{sign}(z)$ as `stabilizer` (`Epsilon`: `epsilon`).
     """
 
+    multiplies_input: ClassVar[bool] = False
+    """True if the relevance it returns is 0 wherever the layer input is 0 (every term's
+    modified input is $a$, $a^+$ or $a^-$); the plan's zero-relevance analysis uses it."""
+
     @property
     def denominator_epsilon(self) -> float:
         return self.stabilizer  # type: ignore[attr-defined]
@@ -123,23 +132,24 @@ class LinearRule:
 
     def __call__(self, layer: Layer, activations: Activations, relevance: Tensor) -> Tensor:
         a = activations.input
-        result = None
+        # c[input] accumulates the transposed terms that share one modified input, so each
+        # modified input multiplies once: R_in = sum over inputs of input * c[input].
+        c: dict[int, tuple[Tensor, Tensor]] = {}
         for group in self.groups(layer, activations):
-            terms = group.terms
             z = group.output
             if z is None:
-                z = _sum(_scaled(t, layer.forward(t.input, t.weight, t.bias)) for t in terms)
+                z = _sum(_scaled(t, layer.forward(t.input, t.weight, t.bias)) for t in group.terms)
             s = stabilized_divide(relevance, z, self.denominator_epsilon)
             if group.mask is not None:
                 s = s * group.mask
             if group.scale != 1.0:
                 s = s * group.scale
-            contribution = _sum(
-                _scaled(t, t.input * layer.transpose(s, a, t.weight)) for t in terms
-            )
-            result = contribution if result is None else result + contribution
-        assert result is not None, f"{type(self).__name__}.groups returned no group"
-        return result
+            for t in group.terms:
+                transposed = _scaled(t, layer.transpose(s, a, t.weight))
+                known = c.get(id(t.input))
+                c[id(t.input)] = (t.input, transposed if known is None else known[1] + transposed)
+        assert c, f"{type(self).__name__}.groups returned no term"
+        return _sum(modified * transposed for modified, transposed in c.values())
 
 
 def _scaled(term: Term, value: Tensor) -> Tensor:

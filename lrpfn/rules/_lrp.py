@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..errors import InvalidRuleError
 from ..layers import Layer
-from ._base import Activations, Group, LinearRule, Term, check_nonnegative
+from ._base import Activations, Group, LinearRule, Term, check_nonnegative, stabilized_divide
 
 __all__ = ["AlphaBeta", "Epsilon", "Flat", "Gamma", "Gradient", "Pass", "WSquare", "ZBox", "ZPlus"]
 
@@ -56,6 +56,7 @@ class Epsilon(LinearRule):
     """
 
     epsilon: float = 1e-6
+    multiplies_input: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_nonnegative("epsilon", self.epsilon)
@@ -99,10 +100,38 @@ class Gamma(LinearRule):
 
     gamma: float = 0.25
     stabilizer: float = 1e-6
+    multiplies_input: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_nonnegative("gamma", self.gamma)
         check_nonnegative("stabilizer", self.stabilizer)
+
+    def __call__(self, layer: Layer, activations: Activations, relevance: Tensor) -> Tensor:
+        """The generic step, with exactly-zero terms skipped when the graph allows.
+
+        For $a \\ge 0$ the $a^-$ terms vanish and, by linearity in the parameters,
+        $z_{\\uparrow} = z + \\gamma p$ and $z_{\\downarrow} = (1 + \\gamma) z - \\gamma p$ with
+        $p = f(a; W^+, b^+)$, so that
+        $R_{\\text{in}} = a \\odot [f^\\top(s_{\\uparrow} + (1+\\gamma) s_{\\downarrow}; W)
+        + \\gamma f^\\top(s_{\\uparrow} - s_{\\downarrow}; W^+)]$: one extra forward op and two
+        transposed ops. If moreover $R = 0$ wherever $z \\le 0$, $s_{\\downarrow} = 0$ and one
+        transposed op with $W_{\\uparrow}$ suffices.
+        """
+        if not activations.input_nonnegative:
+            return super().__call__(layer, activations, relevance)
+        a, z, g, eps = activations.input, activations.output, self.gamma, self.stabilizer
+        W, b = layer.weight, layer.bias
+        if activations.zero_where_nonpositive:
+            W_up = W + g * W.clamp(min=0)
+            b_up = None if b is None else b + g * b.clamp(min=0)
+            s = stabilized_divide(relevance, layer.forward(a, W_up, b_up), eps)
+            return a * layer.transpose(s, a, W_up)
+        W_pos = W.clamp(min=0)
+        p = layer.forward(a, W_pos, _positive(b))
+        s_up = stabilized_divide(relevance, z + g * p, eps) * (z > 0)
+        s_down = stabilized_divide(relevance, (1 + g) * z - g * p, eps) * (z < 0)
+        c = layer.transpose(s_up + (1 + g) * s_down, a, W)
+        return a * (c + g * layer.transpose(s_up - s_down, a, W_pos))
 
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         W, b, g = layer.weight, layer.bias, self.gamma
@@ -122,6 +151,15 @@ def _alpha_beta_groups(
     W, b = layer.weight, None if ignore_bias else layer.bias
     a, nonneg = activations.input, activations.input_nonnegative
     W_pos, W_neg = W.clamp(min=0), W.clamp(max=0)
+    if nonneg and (b is layer.bias) and beta != 0:
+        # a >= 0: z+ = p = f(a; W+, b+) and, by linearity in the parameters, z- = z - p.
+        p = layer.forward(a, W_pos, _positive(b))
+        return (
+            Group((Term(a, W_pos, _positive(b)),), scale=float(alpha), output=p),
+            Group(
+                (Term(a, W_neg, _negative(b)),), scale=-float(beta), output=activations.output - p
+            ),
+        )
     positive = Group(
         _split_terms(a, nonneg, (W_pos, _positive(b)), (W_neg, None)), scale=float(alpha)
     )
@@ -158,6 +196,7 @@ class AlphaBeta(LinearRule):
     beta: float = 1.0
     stabilizer: float = 1e-6
     ignore_bias: bool = False
+    multiplies_input: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_nonnegative("alpha", self.alpha)
@@ -192,6 +231,7 @@ class ZPlus(LinearRule):
 
     stabilizer: float = 1e-6
     ignore_bias: bool = False
+    multiplies_input: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_nonnegative("stabilizer", self.stabilizer)
