@@ -233,7 +233,7 @@ def _batch_norm_affine(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         shift = -mean * scale
         if module.bias is not None:
             shift = shift + module.bias
-    return scale.detach().clone(), shift.detach().clone()
+    return scale, shift  # new tensors (computed under no_grad), never the module's own
 
 
 def _fold_batch_norms(gm: fx.GraphModule) -> None:
@@ -278,11 +278,10 @@ def _fold_into(gm: fx.GraphModule, affine: fx.Node, scale: torch.Tensor, shift: 
     weight = _attr_value(gm, affine.args[1])
     bias_arg = affine.args[2] if len(affine.args) > 2 else affine.kwargs.get("bias")
     bias = _attr_value(gm, bias_arg) if bias_arg is not None else None
-    with torch.no_grad():
+    with torch.no_grad():  # arithmetic makes new tensors: the module's are never written
         view = (-1,) + (1,) * (weight.ndim - 1)
-        folded_weight = (weight * scale.reshape(view)).detach().clone()
-        folded_bias = shift if bias is None else (bias * scale + shift)
-        folded_bias = folded_bias.detach().clone()
+        folded_weight = weight * scale.reshape(view)
+        folded_bias = shift if bias is None else bias * scale + shift
     weight_node = _get_attr(gm, affine, folded_weight, "_lrpfn_folded_weight_")
     bias_node = _get_attr(gm, affine, folded_bias, "_lrpfn_folded_bias_")
     args = list(affine.args)
