@@ -12,7 +12,7 @@ applies a pure rule `(layer, activations, relevance) -> relevance` per node. The
 never modified and no global state exists.
 """
 
-from . import composites, errors, layers, rules
+from . import composites, errors, handlers, layers, patterns, rules
 from ._api import lrp, prepare, relevances
 from ._handlers import HANDLERS, Handler
 from ._plan import Plan
@@ -23,8 +23,10 @@ __all__ = [
     "Plan",
     "composites",
     "errors",
+    "handlers",
     "layers",
     "lrp",
+    "patterns",
     "prepare",
     "relevances",
     "rules",

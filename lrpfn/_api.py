@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ._canonical import FOLDED
+from ._capture import TRACE_LOCK
 from ._handlers import Handler
 from ._plan import Plan, prepare
 from ._traverse import backward, forward
@@ -77,9 +78,15 @@ def relevances(
 def _explain(model, x, rules, target, output_relevance, handlers, keep_all):
     plan = _as_plan(model, rules, handlers)
     _check_input(x)
-    with torch.no_grad():
+    with torch.no_grad(), TRACE_LOCK.running():
         env, output_node = forward(plan, x)
         output = env[output_node]
+        if output.ndim < 2 and output_relevance is None:
+            raise InvalidInputError(
+                f"the model output has shape {tuple(output.shape)}, without a batch axis, for "
+                f"x of shape {tuple(x.shape)}: x has probably lost its batch axis. Fix: "
+                "explain a batch, e.g. x[None] for one sample, or pass output_relevance=."
+            )
         initial = _initial_relevance(output, target, output_relevance)
         if initial.ndim == output.ndim + 1:  # several targets per sample: one batched walk
 

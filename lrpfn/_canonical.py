@@ -7,8 +7,9 @@
    `x.relu_()`, `operator.iadd`) become out-of-place, so the activations kept for the
    relevance pass are not overwritten by later ops;
 2. lower: `nn.Linear`, `nn.ConvNd`, `nn.ConvTransposeNd` and `nn.LayerNorm` calls become
-   their functional form (`F.linear`, `F.conv2d`, ...) with the parameters as graph attributes, and a
-   non-zero `padding_mode` becomes an explicit `F.pad`. The source module's name and type
+   their functional form (`F.linear`, `F.conv2d`, ...) with the parameters as graph
+   attributes (a convolution with a `padding_mode` other than "zeros" becomes
+   `_ops.padded_convolution`). The source module's name and type
    are kept in `node.meta["lrpfn_source"]`, so rules still match by module name and type;
 3. fold BatchNorm: an eval-mode BatchNorm whose input comes from a linear or convolution
    node used by nothing else is folded into it,
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ._ops import channel_affine
+from ._ops import channel_affine, padded_convolution
 from .errors import TrainingModeError
 
 __all__ = ["FOLDED", "SOURCE", "Source", "canonicalize"]
@@ -83,18 +84,45 @@ def _modules_of(gm: fx.GraphModule):
             yield node, gm.get_submodule(node.target)
 
 
+_DROPOUT_FUNCTIONS = {
+    F.dropout: 2, F.dropout1d: 2, F.dropout2d: 2, F.dropout3d: 2,
+    F.alpha_dropout: 2, F.feature_alpha_dropout: 2,
+}  # fmt: skip
+_STOCHASTIC_DEPTH = "torchvision.ops.stochastic_depth.stochastic_depth"
+
+
+def _training_flag(node: fx.Node) -> bool:
+    """True if a call_function node is a random op (dropout, stochastic depth) in training mode."""
+    if node.op != "call_function":
+        return False
+    index = _DROPOUT_FUNCTIONS.get(node.target)
+    name = f"{getattr(node.target, '__module__', '')}.{getattr(node.target, '__name__', '')}"
+    if name == _STOCHASTIC_DEPTH:
+        index = 3
+    if index is None:
+        return False
+    training = node.args[index] if len(node.args) > index else node.kwargs.get("training", True)
+    return training is not False
+
+
 def _check_eval_mode(gm: fx.GraphModule) -> None:
+    random_modules = (*_BATCH_NORMS, nn.modules.dropout._DropoutNd)
     training = [
         f"{node.name} ({type(module).__name__})"
         for node, module in _modules_of(gm)
-        if module.training
-        and isinstance(module, (*_BATCH_NORMS, nn.Dropout, nn.modules.dropout._DropoutNd))
+        if module.training and isinstance(module, random_modules)
+    ]
+    training += [
+        f"{node.name} ({node.target.__name__}, training=True)"
+        for node in gm.graph.nodes
+        if _training_flag(node)
     ]
     if training:
         raise TrainingModeError(
-            "the model is in training mode, where BatchNorm uses batch statistics and Dropout "
-            f"drops units at random, so explanations would be random: {', '.join(training)}. "
-            "Fix: call model.eval() before explaining (lrpfn never changes your model's mode)."
+            "the model is in training mode, where BatchNorm uses batch statistics and dropout "
+            "and stochastic_depth drop units at random, so explanations would be random: "
+            f"{', '.join(training)}. Fix: call model.eval() before explaining (lrpfn never "
+            "changes your model's mode)."
         )
 
 
@@ -202,21 +230,12 @@ def _convolution_call(gm, node, module, x, weight, bias):
             "dilation": module.dilation,
         }
         return target, (x, weight, bias), kwargs
-    padding = module.padding
-    if module.padding_mode != "zeros":
-        with gm.graph.inserting_before(node):
-            x = gm.graph.call_function(
-                F.pad,
-                (x, module._reversed_padding_repeated_twice),
-                {"mode": module.padding_mode},
-            )
-        padding = 0
-    kwargs = {
-        "stride": module.stride,
-        "padding": padding,
-        "dilation": module.dilation,
-        "groups": module.groups,
-    }
+    kwargs = {"stride": module.stride, "padding": module.padding, "dilation": module.dilation}
+    kwargs["groups"] = module.groups
+    if module.padding_mode != "zeros":  # pad and convolve in one node: rules see the real input
+        kwargs["padding"] = tuple(module._reversed_padding_repeated_twice)
+        kwargs["padding_mode"] = module.padding_mode
+        target = padded_convolution
     return target, (x, weight, bias), kwargs
 
 

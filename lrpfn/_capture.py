@@ -7,14 +7,60 @@ wrapped in `TraceError` with the offending line and the ways out.
 
 from __future__ import annotations
 
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import fx
 
 from .errors import TraceError
 
-__all__ = ["capture"]
+__all__ = ["TRACE_LOCK", "capture"]
+
+
+class _TraceLock:
+    """Keeps lrpfn's forward passes out of the way of `torch.fx` tracing.
+
+    `fx.symbolic_trace` patches `nn.Module.__call__` and `__getattr__` for the whole
+    process while it traces, so a module called from another thread at that moment would
+    meet the tracer. A trace (`tracing`) waits for running passes and excludes new ones;
+    passes (`running`) share the lock with each other. This synchronizes lrpfn's own calls
+    only: a model run by other code in another thread during a trace is not protected.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._running = 0
+        self._tracing = False
+
+    @contextmanager
+    def tracing(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._tracing and self._running == 0)
+            self._tracing = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._tracing = False
+                self._condition.notify_all()
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._tracing)
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._running -= 1
+                self._condition.notify_all()
+
+
+TRACE_LOCK = _TraceLock()
 
 _WAYS_OUT = """Ways out:
   1. trace the model yourself, e.g. with `torch.fx.symbolic_trace(model, concrete_args={...})`
@@ -45,7 +91,7 @@ def capture(model: torch.nn.Module) -> fx.GraphModule:
             f"{type(model).__name__}. Wrap a plain function in an nn.Module whose forward calls it."
         )
     try:
-        return fx.symbolic_trace(model)
+        return fx.symbolic_trace(model)  # the caller holds TRACE_LOCK.tracing()
     except Exception as error:  # fx raises many types: TraceError, TypeError, AttributeError...
         raise TraceError(
             f"torch.fx could not trace {type(model).__name__}: {type(error).__name__}: {error}\n"

@@ -27,14 +27,14 @@ from __future__ import annotations
 import builtins
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from ._ops import channel_affine
+from ._ops import channel_affine, padded_convolution
 from .layers import ChannelAffine, Convolution, Dense, Layer, LinearFunction, Normalization, Sum
 from .rules._base import Activations
 
@@ -93,6 +93,30 @@ def _route(step: Step) -> tuple:
     return vjp(step.relevance)
 
 
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def apply_rule(rule: Any, layer: Layer, activations: Activations, relevance: Tensor) -> Tensor:
+    """`rule(layer, activations, relevance)`, computed in float32 for 16-bit inputs.
+
+    In float16 the stabilized ratio $R / (z \\pm \\epsilon)$ overflows (max 65504) where
+    $z = 0$, and $\\infty \\cdot 0$ makes NaN; float32 keeps the step finite. The result
+    is cast back to the input's dtype.
+    """
+    dtype = activations.input.dtype
+    if dtype not in _LOW_PRECISION:
+        return rule(layer, activations, relevance)
+    layer = replace(
+        layer,
+        weight=layer.weight.float(),
+        bias=None if layer.bias is None else layer.bias.float(),
+    )
+    activations = activations._replace(
+        input=activations.input.float(), output=activations.output.float()
+    )
+    return rule(layer, activations, relevance.float()).to(dtype)
+
+
 def _linear(build: Callable[[Step], Layer]) -> Callable[[Step], tuple]:
     def backward(step: Step) -> tuple:
         layer = build(step)
@@ -100,7 +124,7 @@ def _linear(build: Callable[[Step], Layer]) -> Callable[[Step], tuple]:
         activations = Activations(
             a, step.output, step.input_nonnegative[0], step.zero_where_nonpositive
         )
-        return (step.rule(layer, activations, step.relevance),)
+        return (apply_rule(step.rule, layer, activations, step.relevance),)
 
     return backward
 
@@ -148,6 +172,18 @@ def _convolution_layer(dims: int, transposed: bool) -> Callable[[Step], Layer]:
     return build
 
 
+def _padded_convolution_layer(step: Step) -> Layer:
+    weight, bias = step.args[1], _arg(step, 2, "bias")
+    stride, dilation, groups = step.kwargs["stride"], step.kwargs["dilation"], step.kwargs["groups"]
+    padding, mode = step.kwargs["padding"], step.kwargs["padding_mode"]
+    dims = weight.ndim - 2
+    op = Convolution(
+        dims, tuple(stride), (0,) * dims, tuple(dilation), groups,
+        padding_mode=mode, mode_padding=tuple(padding),
+    )  # fmt: skip
+    return Layer(op, weight, bias, step.node.name)
+
+
 def _channel_affine_layer(step: Step) -> Layer:
     x, scale, shift = step.args
     return Layer(ChannelAffine(x.ndim - 2), scale, shift, step.node.name)
@@ -163,15 +199,6 @@ def _layer_norm_layer(step: Step) -> Layer:
     if weight is None:
         weight = torch.ones(shape, dtype=x.dtype, device=x.device)
     return Layer(Normalization(len(shape), inverse_std), weight, bias, step.node.name)
-
-
-def _stochastic_depth(step: Step) -> tuple:
-    training = _arg(step, 3, "training", True)
-    if training:
-        raise NotImplementedError(
-            "stochastic_depth in training mode drops residual branches at random; call model.eval()"
-        )
-    return _pass(step)
 
 
 def _unit_weight(step: Step) -> Tensor:
@@ -204,9 +231,8 @@ def _sum(step: Step) -> tuple:
         if index not in data_index:
             bias = signs[index] * torch.as_tensor(operand, dtype=out.dtype, device=out.device)
     layer = Layer(Sum(), weight, bias, step.node.name, False)
-    relevance = step.rule(
-        layer, Activations(stacked, out, all(step.input_nonnegative)), step.relevance
-    )
+    activations = Activations(stacked, out, all(step.input_nonnegative))
+    relevance = apply_rule(step.rule, layer, activations, step.relevance)
     return tuple(
         r.sum_to_size(x.shape) for r, x in zip(relevance.unbind(-1), step.inputs, strict=True)
     )
@@ -381,10 +407,11 @@ def _table() -> dict[Any, Handler]:
         nn.AdaptiveAvgPool2d: POOL,
         nn.AdaptiveAvgPool3d: POOL,
         F.linear: DENSE,
+        padded_convolution: Handler("linear", _linear(_padded_convolution_layer), rule="required"),
         channel_affine: CHANNEL_AFFINE,
         F.layer_norm: LAYER_NORM,
         # functions of optional packages are keyed by qualified name, so none is imported
-        "torchvision.ops.stochastic_depth.stochastic_depth": Handler("pass", _stochastic_depth),
+        "torchvision.ops.stochastic_depth.stochastic_depth": PASS_PRESERVING,  # eval: identity
         F.conv1d: _convolution(1, False),
         F.conv2d: _convolution(2, False),
         F.conv3d: _convolution(3, False),

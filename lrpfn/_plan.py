@@ -18,7 +18,7 @@ import torch
 from torch import fx
 
 from ._canonical import SOURCE, canonicalize
-from ._capture import capture
+from ._capture import TRACE_LOCK, capture
 from ._handlers import HANDLERS, ROUTE, Handler, handler_for
 from .composites import resolve
 from .errors import UnsupportedNodeError
@@ -70,10 +70,14 @@ def prepare(
             `{MyModule: lrpfn.handlers.PASS}`).
 
     Raises:
-        TraceError, TrainingModeError, UnsupportedNodeError, UnassignedRuleError.
+        TraceError: the model cannot be traced by `torch.fx`.
+        TrainingModeError: a BatchNorm, dropout or stochastic depth is in training mode.
+        UnsupportedNodeError: nodes without a handler (all of them listed).
+        UnassignedRuleError: nodes with parameters that no key of `rules` matches.
     """
     table = HANDLERS if handlers is None else handlers
-    gm = canonicalize(capture(model))
+    with TRACE_LOCK.tracing():  # fx patches torch.nn.Module process-wide while tracing
+        gm = canonicalize(capture(model))
     data_inputs, positions = _data_flow(gm)
     node_handlers, unsupported = {}, []
     for node in gm.graph.nodes:
@@ -114,8 +118,9 @@ def _data_flow(gm: fx.GraphModule):
     inputs: dict[fx.Node, tuple[fx.Node, ...]] = {}
     positions: dict[fx.Node, tuple[int, ...]] = {}
     for node in gm.graph.nodes:
-        if node.op == "placeholder":
-            data.add(node)
+        if node.op == "placeholder":  # the first is the explained input; any other one is a
+            if not data:  # constant (a default, or a concrete_args value fixed by the trace)
+                data.add(node)
             continue
         found, where = [], []
         for index, arg in enumerate((*node.args, *node.kwargs.values())):
@@ -175,9 +180,10 @@ def _unsupported_message(gm: fx.GraphModule, nodes: list[fx.Node]) -> str:
     return (
         f"{len(nodes)} graph node(s) have no relevance handler:\n" + "\n".join(lines) + "\n"
         "Fix: pass handlers={**lrpfn.HANDLERS, <module type, function or method name>: "
-        "<handler>} with one of lrpfn.handlers.PASS (elementwise), ROUTE (moves values), "
-        "POOL (parameter-free linear op), or write a handler (docs/extending.md); or trace "
-        "the model so that the op is expressed by supported ops."
+        "<handler>} with one of lrpfn.handlers.PASS (elementwise), lrpfn.handlers.ROUTE "
+        "(moves or selects values), lrpfn.handlers.POOL (parameter-free linear op), or a "
+        "handler of your own (docs/extending.md); or trace the model so that the op is "
+        "expressed by supported ops."
     )
 
 

@@ -37,7 +37,7 @@ from torch import fx
 
 from ._canonical import SOURCE
 from ._handlers import Handler
-from ._ops import channel_affine
+from ._ops import channel_affine, padded_convolution
 from .errors import InvalidRuleError, UnassignedRuleError
 from .rules import AlphaBeta, Epsilon, Flat, Gamma, Pass, ZBox, ZPlus
 from .rules._keys import RULE_KEYS, rule_from_key
@@ -127,6 +127,7 @@ _CONVOLUTIONS = {
     F.conv_transpose1d,
     F.conv_transpose2d,
     F.conv_transpose3d,
+    padded_convolution,
 }
 
 

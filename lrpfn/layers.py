@@ -79,8 +79,15 @@ class Convolution(AffineOp):
     groups: int = 1
     transposed: bool = False
     output_padding: tuple[int, ...] = ()
+    padding_mode: str = "zeros"
+    mode_padding: tuple[int, ...] = ()  # for other padding modes: `F.pad`'s padding
+
+    def _pad(self, x: Tensor) -> Tensor:
+        return F.pad(x, self.mode_padding, mode=self.padding_mode)
 
     def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if self.padding_mode != "zeros":
+            x = self._pad(x)
         if self.transposed:
             return _CONV_T[self.dims](
                 x,
@@ -99,6 +106,12 @@ class Convolution(AffineOp):
     def transpose(self, s: Tensor, x: Tensor, weight: Tensor) -> Tensor:
         if isinstance(self.padding, str):  # "same": asymmetric padding, use the generic VJP
             return torch.func.vjp(lambda inp: self.forward(inp, weight, None), x)[1](s)[0]
+        if self.padding_mode != "zeros":  # the convolution's transpose, then the padding's
+            padded, unpad = torch.func.vjp(self._pad, x)
+            return unpad(self._convolution_transpose(s, padded, weight))[0]
+        return self._convolution_transpose(s, x, weight)
+
+    def _convolution_transpose(self, s: Tensor, x: Tensor, weight: Tensor) -> Tensor:
         unbatched = x.ndim == weight.ndim - 1  # also the per-sample view inside vmap
         if unbatched:
             s, x = s.unsqueeze(0), x.unsqueeze(0)

@@ -24,6 +24,7 @@ from ._lrp import (
     ZBox as ZBox,
     ZPlus as ZPlus,
 )
+from ._pattern import PatternAttribution as PatternAttribution, PatternNet as PatternNet
 from ._product import EqualSplit as EqualSplit, SignalTakesAll as SignalTakesAll
 
 

@@ -72,7 +72,7 @@ def stabilize(z: Tensor, epsilon: float) -> Tensor:
     """$z + \\epsilon\\,\\mathrm{sign}(z)$ with $\\mathrm{sign}(0) = +1$."""
     if epsilon == 0:
         return z
-    return z + torch.where(z >= 0, epsilon, -epsilon).to(z.dtype)
+    return torch.where(z >= 0, z + epsilon, z - epsilon)  # epsilon in z's own precision
 
 
 def stabilized_divide(relevance: Tensor, z: Tensor, epsilon: float) -> Tensor:
@@ -106,10 +106,18 @@ class Group(NamedTuple):
     output: Tensor | None = None
 
 
-def check_nonnegative(name: str, value: float) -> None:
-    """Raise `InvalidRuleError` unless `value` is a finite number >= 0."""
-    if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
-        raise InvalidRuleError(f"{name} must be a finite number >= 0, got {value!r}.")
+def check_nonnegative(rule: object, *names: str) -> None:
+    """Raise `InvalidRuleError` unless each named field of `rule` is a finite number >= 0."""
+    for name in names:
+        value = getattr(rule, name)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0 <= value < float("inf")
+        ):
+            raise InvalidRuleError(
+                f"{type(rule).__name__}({name}=...) must be a finite number >= 0, got {value!r}."
+            )
 
 
 class LinearRule:

@@ -36,10 +36,23 @@ def rule_from_key(key: str, **options: Any) -> Any:
                 f"rule key {key!r} needs patterns: pass pattern=lrpfn.patterns.fit(model, data)."
             )
         kind = PatternNet if key == "patternnet" else PatternAttribution
-        return kind(options.pop("pattern"))
+        options = dict(options)
+        rule = kind(options.pop("pattern"))
+        _no_options_left(key, options)
+        return rule
+    _no_options_left(key, options)
     if key not in RULE_KEYS:
         raise InvalidRuleError(
             f"unknown rule key {key!r}; known keys: {', '.join(sorted(RULE_KEYS))}, "
             f"patternnet, patternattribution, or a preset name from lrpfn.composites.PRESETS."
         )
     return RULE_KEYS[key]()
+
+
+def _no_options_left(key: str, options: dict[str, Any]) -> None:
+    if options:
+        raise InvalidRuleError(
+            f"rule key {key!r} takes no option(s) {', '.join(sorted(options))}; TorchLRP's keys "
+            "fix their values. Build the rule class with the values you want instead, e.g. "
+            "rules.Epsilon(epsilon=0.25)."
+        )

@@ -59,7 +59,7 @@ class Epsilon(LinearRule):
     multiplies_input: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        check_nonnegative("epsilon", self.epsilon)
+        check_nonnegative(self, "epsilon")
 
     @property
     def denominator_epsilon(self) -> float:
@@ -103,8 +103,7 @@ class Gamma(LinearRule):
     multiplies_input: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        check_nonnegative("gamma", self.gamma)
-        check_nonnegative("stabilizer", self.stabilizer)
+        check_nonnegative(self, "gamma", "stabilizer")
 
     def __call__(self, layer: Layer, activations: Activations, relevance: Tensor) -> Tensor:
         """The generic step, with exactly-zero terms skipped when the graph allows.
@@ -199,9 +198,7 @@ class AlphaBeta(LinearRule):
     multiplies_input: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        check_nonnegative("alpha", self.alpha)
-        check_nonnegative("beta", self.beta)
-        check_nonnegative("stabilizer", self.stabilizer)
+        check_nonnegative(self, "alpha", "beta", "stabilizer")
         if not math.isclose(self.alpha - self.beta, 1.0, rel_tol=0, abs_tol=1e-12):
             raise InvalidRuleError(
                 f"AlphaBeta needs alpha - beta = 1 to conserve relevance, got alpha="
@@ -234,7 +231,7 @@ class ZPlus(LinearRule):
     multiplies_input: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        check_nonnegative("stabilizer", self.stabilizer)
+        check_nonnegative(self, "stabilizer")
 
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         return _alpha_beta_groups(layer, activations, 1.0, 0.0, self.ignore_bias)
@@ -273,7 +270,7 @@ class ZBox(LinearRule):
     stabilizer: float = 1e-6
 
     def __post_init__(self) -> None:
-        check_nonnegative("stabilizer", self.stabilizer)
+        check_nonnegative(self, "stabilizer")
         low, high = _as_bound(self.low, "low"), _as_bound(self.high, "high")
         if bool(torch.any(torch.as_tensor(low) > torch.as_tensor(high))):
             raise InvalidRuleError(
@@ -313,7 +310,7 @@ class Flat(LinearRule):
     stabilizer: float = 1e-6
 
     def __post_init__(self) -> None:
-        check_nonnegative("stabilizer", self.stabilizer)
+        check_nonnegative(self, "stabilizer")
 
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         ones = torch.ones_like(activations.input)
@@ -339,7 +336,7 @@ class WSquare(LinearRule):
     stabilizer: float = 1e-6
 
     def __post_init__(self) -> None:
-        check_nonnegative("stabilizer", self.stabilizer)
+        check_nonnegative(self, "stabilizer")
 
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         ones = torch.ones_like(activations.input)

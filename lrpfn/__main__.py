@@ -1,0 +1,5 @@
+"""`python -m lrpfn`: the command line (see `lrpfn.cli`)."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,305 @@
+r"""Heatmaps of relevance: symmetric normalisation, diverging colormaps, PNG files.
+
+    from lrpfn import image
+
+    rgb = image.heatmap(R)                         # (N, C, H, W) relevance -> (N, H, W, 3) uint8
+    image.save_png(rgb[0], "heatmap.png")
+    both = image.overlay(image.to_pixels(x, mean, std), rgb, alpha=0.6)
+    image.plot_grid(pixels, {"epsilon": rgb_eps, "gamma": rgb_gamma}, "grid.png")
+
+A relevance map is shown on a symmetric scale: each map is divided by its largest
+absolute value, $r = R / \max |R|$, so that $r \in [-1, 1]$ and zero relevance always
+lands on the colormap's centre (white for `bwr` and `seismic`, black for `coldhot`),
+whatever the map's sign balance. An all-zero map stays zero (no NaN).
+
+A colormap is a piecewise-linear table of colours at positions in $[-1, 1]$, written out
+below; `Colormap.__call__` interpolates each RGB channel between them. Only NumPy is
+needed; matplotlib is imported by `plot_grid` alone, and PNG files are written by a small
+encoder here (zlib), so this module imports and writes heatmaps without matplotlib or
+Pillow.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "BWR",
+    "COLDHOT",
+    "COLORMAPS",
+    "SEISMIC",
+    "Colormap",
+    "colorize",
+    "heatmap",
+    "overlay",
+    "plot_grid",
+    "reduce_channels",
+    "save_png",
+    "symmetric_normalize",
+    "to_pixels",
+    "upscale",
+]
+
+
+@dataclass(frozen=True)
+class Colormap:
+    """A diverging colormap: RGB colours (in [0, 1]) at increasing positions in [-1, 1].
+
+    `cmap(r)` maps values `r` in [-1, 1] (clipped) to float RGB of shape `r.shape + (3,)`
+    by linear interpolation between neighbouring positions.
+    """
+
+    name: str
+    positions: tuple[float, ...]
+    colors: tuple[tuple[float, float, float], ...]
+
+    def __post_init__(self) -> None:
+        if len(self.positions) != len(self.colors) or len(self.positions) < 2:
+            raise ValueError(f"colormap {self.name!r}: one colour per position, at least two.")
+        if self.positions[0] != -1.0 or self.positions[-1] != 1.0:
+            raise ValueError(f"colormap {self.name!r}: positions must run from -1 to 1.")
+        if any(b <= a for a, b in zip(self.positions[:-1], self.positions[1:], strict=True)):
+            raise ValueError(f"colormap {self.name!r}: positions must increase.")
+
+    def __call__(self, values: Any) -> np.ndarray:
+        r = np.clip(np.asarray(values, dtype=np.float64), -1.0, 1.0)
+        table = np.asarray(self.colors, dtype=np.float64)
+        channels = [np.interp(r, self.positions, table[:, c]) for c in range(3)]
+        return np.stack(channels, axis=-1)
+
+
+BWR = Colormap("bwr", (-1.0, 0.0, 1.0), ((0.0, 0.0, 1.0), (1.0, 1.0, 1.0), (1.0, 0.0, 0.0)))
+"""Blue (negative) through white (zero) to red (positive)."""
+
+SEISMIC = Colormap(
+    "seismic",
+    (-1.0, -0.5, 0.0, 0.5, 1.0),
+    ((0.0, 0.0, 0.3), (0.0, 0.0, 1.0), (1.0, 1.0, 1.0), (1.0, 0.0, 0.0), (0.5, 0.0, 0.0)),
+)
+"""As `BWR`, darkening towards both ends: dark blue, blue, white, red, dark red."""
+
+COLDHOT = Colormap(
+    "coldhot",
+    (-1.0, -0.5, 0.0, 0.5, 1.0),
+    ((0.0, 1.0, 1.0), (0.0, 0.0, 1.0), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (1.0, 1.0, 0.0)),
+)
+"""Black at zero; cold colours for negative relevance (blue, then cyan at -1) and hot ones
+for positive relevance (red, then yellow at +1)."""
+
+COLORMAPS: dict[str, Colormap] = {cmap.name: cmap for cmap in (BWR, SEISMIC, COLDHOT)}
+"""The colormaps by name: "bwr", "seismic", "coldhot"."""
+
+
+def _numpy(values: Any) -> np.ndarray:
+    """A NumPy float64 copy of an array or a (CPU or GPU, grad-tracking) torch tensor."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().double().numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+def reduce_channels(relevance: Any, how: str = "sum") -> np.ndarray:
+    """Collapse the channel axis of `(N, C, H, W)` or `(C, H, W)` relevance to `(N, H, W)`
+    or `(H, W)`; a 2-d map `(H, W)` is returned as is.
+
+    Arguments:
+        relevance: an array or tensor.
+        how: "sum" (the relevance of a pixel: conservation is kept), "max-abs" (the
+            channel value of largest magnitude), or "first".
+    """
+    values = _numpy(relevance)
+    if values.ndim == 2:
+        return values
+    if values.ndim not in (3, 4):
+        raise ValueError(
+            f"relevance must be (H, W), (C, H, W) or (N, C, H, W), got shape {values.shape}."
+        )
+    if how == "sum":
+        return values.sum(axis=-3)
+    if how == "max-abs":
+        index = np.abs(values).argmax(axis=-3)
+        return np.take_along_axis(values, np.expand_dims(index, -3), axis=-3).squeeze(-3)
+    if how == "first":
+        return values[..., 0, :, :]
+    raise ValueError(f"unknown channel reduction {how!r}; use 'sum', 'max-abs' or 'first'.")
+
+
+def symmetric_normalize(maps: Any) -> np.ndarray:
+    """Divide each map (the last two axes) by its largest absolute value: the result lies in
+    [-1, 1] with zero kept at zero. A map that is zero everywhere stays zero."""
+    values = _numpy(maps)
+    if values.ndim < 2:
+        raise ValueError(f"maps must have at least two axes (H, W), got shape {values.shape}.")
+    scale = np.abs(values).max(axis=(-2, -1), keepdims=True)
+    return values / np.where(scale > 0, scale, 1.0)
+
+
+def colorize(normalized: Any, cmap: str | Colormap = "bwr") -> np.ndarray:
+    """Colour values in [-1, 1] with `cmap`: uint8 RGB of shape `normalized.shape + (3,)`,
+    each channel `round(255 * c)`."""
+    colors = _colormap(cmap)(normalized)
+    return np.round(colors * 255.0).astype(np.uint8)
+
+
+def heatmap(relevance: Any, cmap: str | Colormap = "bwr", *, channels: str = "sum") -> np.ndarray:
+    """The heatmap of relevance: channels reduced, each map normalised symmetrically,
+    coloured with `cmap`.
+
+    Arguments:
+        relevance: `(N, C, H, W)`, `(C, H, W)` or `(H, W)`, an array or tensor.
+        cmap: a `Colormap` or one of `COLORMAPS` ("bwr", "seismic", "coldhot").
+        channels: how to reduce the channel axis (see `reduce_channels`).
+
+    Returns:
+        uint8 RGB, `(N, H, W, 3)` or `(H, W, 3)`.
+    """
+    return colorize(symmetric_normalize(reduce_channels(relevance, channels)), cmap)
+
+
+def to_pixels(x: Any, mean: Any = 0.0, std: Any = 1.0) -> np.ndarray:
+    """Turn normalised network inputs `(N, C, H, W)` or `(C, H, W)` back into uint8 RGB
+    `(N, H, W, 3)` or `(H, W, 3)`: `x * std + mean` per channel, clipped to [0, 1];
+    one channel is repeated as grey."""
+    values = _numpy(x)
+    if values.ndim not in (3, 4):
+        raise ValueError(f"x must be (C, H, W) or (N, C, H, W), got shape {values.shape}.")
+    channels = values.shape[-3]
+    shape = (channels, 1, 1)
+    mean = np.broadcast_to(np.asarray(mean, dtype=np.float64).reshape(-1, 1, 1), shape)
+    std = np.broadcast_to(np.asarray(std, dtype=np.float64).reshape(-1, 1, 1), shape)
+    pixels = np.clip(values * std + mean, 0.0, 1.0)
+    pixels = np.moveaxis(pixels, -3, -1)
+    if channels == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    elif channels != 3:
+        raise ValueError(f"x must have 1 or 3 channels to be shown, got {channels}.")
+    return np.round(pixels * 255.0).astype(np.uint8)
+
+
+def overlay(pixels: Any, heat: Any, alpha: float = 0.5) -> np.ndarray:
+    """Blend a heatmap over an image: `(1 - alpha) * pixels + alpha * heat`, uint8 RGB.
+
+    Both are uint8 RGB of the same shape (`to_pixels` and `heatmap` give that)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}.")
+    a, b = np.asarray(pixels, dtype=np.float64), np.asarray(heat, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"image {a.shape} and heatmap {b.shape} differ in shape.")
+    return np.round((1.0 - alpha) * a + alpha * b).astype(np.uint8)
+
+
+def upscale(pixels: Any, factor: int) -> np.ndarray:
+    """Enlarge `(..., H, W, 3)` pixels by an integer factor, nearest neighbour (crisp
+    pixels for small inputs such as 8x8 digits)."""
+    values = np.asarray(pixels)
+    return values.repeat(factor, axis=-3).repeat(factor, axis=-2)
+
+
+def save_png(pixels: Any, path: str | Path) -> Path:
+    """Write uint8 pixels `(H, W, 3)` (RGB) or `(H, W)` (grey) as a PNG file; parent
+    folders are created. Returns the path."""
+    values = np.asarray(pixels)
+    if values.dtype != np.uint8:
+        raise ValueError(f"save_png needs uint8 pixels, got {values.dtype}; see heatmap().")
+    if values.ndim == 2:
+        color_type = 0
+    elif values.ndim == 3 and values.shape[-1] == 3:
+        color_type = 2
+    else:
+        raise ValueError(f"save_png needs (H, W) or (H, W, 3) pixels, got shape {values.shape}.")
+    height, width = values.shape[:2]
+    rows = values.reshape(height, -1)
+    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1)  # filter type 0
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n"
+    data += _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
+    data += _chunk(b"IEND", b"")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    checksum = zlib.crc32(kind + payload) & 0xFFFFFFFF
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", checksum)
+
+
+def _wrap(title: str, width: int = 16) -> str:
+    """Break a long column title after underscores or spaces, lines of about `width`."""
+    lines, line = [], ""
+    for token in re.findall(r"[^_ ]+[_ ]?", title) or [title]:
+        if line and len(line) + len(token) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += token
+    return "\n".join([*lines, line.rstrip()])
+
+
+def _colormap(cmap: str | Colormap) -> Colormap:
+    if isinstance(cmap, Colormap):
+        return cmap
+    if cmap not in COLORMAPS:
+        raise ValueError(f"unknown colormap {cmap!r}; known: {', '.join(COLORMAPS)}.")
+    return COLORMAPS[cmap]
+
+
+def plot_grid(
+    pixels: Any,
+    heatmaps: Mapping[str, Any],
+    path: str | Path | None = None,
+    *,
+    row_titles: Sequence[str] | None = None,
+    notes: Mapping[str, str] | None = None,
+    cell_size: float = 1.2,
+    title: str | None = None,
+) -> Any:
+    """A figure with one row per input and one column per rule: the input first, then its
+    heatmap under each rule. Needs matplotlib (imported here only).
+
+    Arguments:
+        pixels: uint8 RGB inputs `(N, H, W, 3)` (see `to_pixels`).
+        heatmaps: `{column title: uint8 RGB (N, H, W, 3)}`, one entry per rule.
+        path: where to save the figure (PNG); None to only return it.
+        row_titles: a label per row (e.g. the predicted class).
+        notes: `{column title: a short second title line}` (e.g. a conservation figure).
+        cell_size: inches per cell.
+        title: a title above the grid.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+    """
+    from matplotlib.figure import Figure  # lazily: the rest of the module needs NumPy only
+
+    pixels = np.asarray(pixels)
+    columns = {"input": pixels, **{name: np.asarray(maps) for name, maps in heatmaps.items()}}
+    rows = pixels.shape[0]
+    for name, maps in columns.items():
+        if maps.shape[0] != rows:
+            raise ValueError(f"column {name!r} has {maps.shape[0]} images, the input has {rows}.")
+    figure = Figure(figsize=(cell_size * len(columns), cell_size * rows + (0.6 if title else 0.3)))
+    axes = figure.subplots(rows, len(columns), squeeze=False)
+    for column, (name, maps) in enumerate(columns.items()):
+        label = _wrap(name) if not notes or name not in notes else f"{_wrap(name)}\n{notes[name]}"
+        axes[0, column].set_title(label, fontsize=7)
+        for row in range(rows):
+            axis = axes[row, column]
+            axis.imshow(maps[row], interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column == 0 and row_titles is not None:
+                axis.set_ylabel(row_titles[row], fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=100)
+    return figure
