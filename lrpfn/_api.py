@@ -34,6 +34,7 @@ def lrp(
     *,
     output_relevance: Tensor | None = None,
     handlers: Mapping[Any, Handler] | None = None,
+    pattern: Any = None,
 ) -> Tensor:
     """Explain `model` at `x` with Layer-wise Relevance Propagation.
 
@@ -47,12 +48,14 @@ def lrp(
             shape `(batch,)`, or of shape `(batch, k)` for k classes per sample at once.
         output_relevance: start from this relevance instead (shape of the model output).
         handlers: a dispatch table replacing `lrpfn.HANDLERS`.
+        pattern: patterns for TorchLRP's keys, `lrp(model, x, "patternnet", pattern=p)`.
 
     Returns:
         The input relevance, shaped like `x` (with a leading axis of size k for targets of
         shape `(batch, k)`). For conservative rules it sums to the explained logit.
     """
-    result, _ = _explain(model, x, rules, target, output_relevance, handlers, keep_all=False)
+    options = (rules, handlers, pattern)
+    result, _ = _explain(model, x, options, target, output_relevance, keep_all=False)
     return result
 
 
@@ -64,6 +67,7 @@ def relevances(
     *,
     output_relevance: Tensor | None = None,
     handlers: Mapping[Any, Handler] | None = None,
+    pattern: Any = None,
 ) -> dict[str, Tensor]:
     """The relevance at every graph node, `{fx node name: relevance}` in graph order.
 
@@ -71,12 +75,13 @@ def relevances(
     included. A BatchNorm folded into the layer before it shares that layer's relevance.
     Arguments as in `lrp`.
     """
-    _result, recorded = _explain(model, x, rules, target, output_relevance, handlers, keep_all=True)
+    options = (rules, handlers, pattern)
+    _, recorded = _explain(model, x, options, target, output_relevance, keep_all=True)
     return recorded
 
 
-def _explain(model, x, rules, target, output_relevance, handlers, keep_all):
-    plan = _as_plan(model, rules, handlers)
+def _explain(model, x, options, target, output_relevance, keep_all):
+    plan = _as_plan(model, *options)
     _check_input(x)
     with torch.no_grad(), TRACE_LOCK.running():
         env, output_node = forward(plan, x)
@@ -102,9 +107,9 @@ def _explain(model, x, rules, target, output_relevance, handlers, keep_all):
     return result, recorded
 
 
-def _as_plan(model, rules, handlers) -> Plan:
+def _as_plan(model, rules, handlers, pattern) -> Plan:
     if isinstance(model, Plan):
-        if rules is not None or handlers is not None:
+        if rules is not None or handlers is not None or pattern is not None:
             raise InvalidRuleError(
                 "this Plan already has its rules and handlers; pass rules=None, or prepare "
                 "a new Plan with lrpfn.prepare(model, rules)."
@@ -115,7 +120,7 @@ def _as_plan(model, rules, handlers) -> Plan:
             "no rules given: pass e.g. rules=lrpfn.rules.Epsilon() or a composite such as "
             "lrpfn.composites.epsilon_plus()."
         )
-    return prepare(model, rules, handlers)
+    return prepare(model, rules, handlers, pattern=pattern)
 
 
 def _check_input(x: Any) -> None:

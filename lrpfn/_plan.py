@@ -21,8 +21,8 @@ from ._canonical import SOURCE, canonicalize
 from ._capture import TRACE_LOCK, capture
 from ._handlers import HANDLERS, ROUTE, Handler, handler_for
 from .composites import resolve
-from .errors import UnsupportedNodeError
-from .rules import Gradient, is_signal_rule
+from .errors import InvalidRuleError, UnsupportedNodeError
+from .rules import Gradient, is_signal_rule, rule_from_key
 
 __all__ = ["Plan", "prepare"]
 
@@ -55,7 +55,11 @@ class Plan:
 
 
 def prepare(
-    model: torch.nn.Module, rules: Any, handlers: Mapping[Any, Handler] | None = None
+    model: torch.nn.Module,
+    rules: Any,
+    handlers: Mapping[Any, Handler] | None = None,
+    *,
+    pattern: Any = None,
 ) -> Plan:
     """Capture `model`, canonicalize it, check every node and resolve `rules`.
 
@@ -68,6 +72,8 @@ def prepare(
         rules: a rule mapping (see `lrpfn.composites`).
         handlers: a dispatch table replacing `lrpfn.HANDLERS` (e.g. extended with
             `{MyModule: lrpfn.handlers.PASS}`).
+        pattern: the `lrpfn.patterns.Patterns` for TorchLRP's keys "patternnet" and
+            "patternattribution" (`prepare(model, "patternnet", pattern=patterns)`).
 
     Raises:
         TraceError: the model cannot be traced by `torch.fx`.
@@ -76,6 +82,13 @@ def prepare(
         UnassignedRuleError: nodes with parameters that no key of `rules` matches.
     """
     table = HANDLERS if handlers is None else handlers
+    if pattern is not None:
+        if not isinstance(rules, str):
+            raise InvalidRuleError(
+                "pattern= goes with the rule keys 'patternnet' and 'patternattribution'; "
+                "with rule values pass rules.PatternNet(patterns) in the mapping instead."
+            )
+        rules = rule_from_key(rules, pattern=pattern)
     with TRACE_LOCK.tracing():  # fx patches torch.nn.Module process-wide while tracing
         gm = canonicalize(capture(model))
     data_inputs, positions = _data_flow(gm)

@@ -533,3 +533,16 @@ def test_patterns_need_floating_tensors_by_name():
 def test_progress_bar_can_be_shown(capsys):
     lrpfn.patterns.fit(_small_cnn(), [_data(4)], progress=True)
     assert "lrpfn.patterns.fit" in capsys.readouterr().err
+
+
+def test_seed_keys_with_pattern_keyword_equal_the_rule_values():
+    """TorchLRP's `rule="patternnet", pattern=...` spelling: lrp(model, x, key, pattern=p)."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).double().eval()
+    x = torch.randn(32, 4, dtype=torch.float64)
+    fitted = lrpfn.patterns.fit(model, [x], progress=False)
+    for key, rule in (("patternnet", PatternNet), ("patternattribution", PatternAttribution)):
+        by_key = lrpfn.lrp(model, x[:4], key, pattern=fitted)
+        torch.testing.assert_close(by_key, lrpfn.lrp(model, x[:4], rule(fitted)), rtol=0, atol=0)
+    with pytest.raises(InvalidRuleError, match="pattern= goes with the rule keys"):
+        lrpfn.lrp(model, x[:4], PatternNet(fitted), pattern=fitted)
