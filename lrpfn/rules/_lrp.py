@@ -150,15 +150,8 @@ def _alpha_beta_groups(
     W, b = layer.weight, None if ignore_bias else layer.bias
     a, nonneg = activations.input, activations.input_nonnegative
     W_pos, W_neg = W.clamp(min=0), W.clamp(max=0)
-    if nonneg and (b is layer.bias) and beta != 0:
-        # a >= 0: z+ = p = f(a; W+, b+) and, by linearity in the parameters, z- = z - p.
-        p = layer.forward(a, W_pos, _positive(b))
-        return (
-            Group((Term(a, W_pos, _positive(b)),), scale=float(alpha), output=p),
-            Group(
-                (Term(a, W_neg, _negative(b)),), scale=-float(beta), output=activations.output - p
-            ),
-        )
+    # z^- is computed by its own forward: z - z^+ would cancel catastrophically where
+    # |z^-| << |z| (e.g. large inputs whose negative contributions are tiny).
     positive = Group(
         _split_terms(a, nonneg, (W_pos, _positive(b)), (W_neg, None)), scale=float(alpha)
     )
