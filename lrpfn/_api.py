@@ -93,18 +93,46 @@ def _explain(model, x, options, target, output_relevance, keep_all):
                 "explain a batch, e.g. x[None] for one sample, or pass output_relevance=."
             )
         initial = _initial_relevance(output, target, output_relevance)
+        scale = _power_of_two_scale(initial, output.ndim)
+        start = _rescaled(initial, scale.reciprocal())  # exact: scale is a power of two
         if initial.ndim == output.ndim + 1:  # several targets per sample: one batched walk
 
             def walk(start: Tensor):
                 return backward(plan, env, output_node, start, keep_all)
 
-            result, recorded = torch.func.vmap(walk)(initial)
+            result, recorded = torch.func.vmap(walk)(start)
         else:
-            result, recorded = backward(plan, env, output_node, initial, keep_all)
+            result, recorded = backward(plan, env, output_node, start, keep_all)
+        result = _rescaled(result, scale)
+        recorded = {name: _rescaled(value, scale) for name, value in recorded.items()}
     if keep_all:
         recorded = _with_aliases(plan, recorded)
         recorded["output"] = initial
     return result, recorded
+
+
+def _power_of_two_scale(initial: Tensor, output_ndim: int) -> Tensor:
+    """A power of two near each sample's largest initial relevance (shape `(..., batch)`).
+
+    Every rule is linear in the relevance, so the walk starts from `initial / scale` and
+    its results are multiplied back: exact in floating point (only exponents change), and
+    in float32 the ratios $R / (z \\pm \\epsilon)$ stay in range where $|R| \\gg |z|$.
+    """
+    if initial.dtype == torch.float64:
+        return torch.ones((), dtype=initial.dtype, device=initial.device)
+    axes = tuple(range(initial.ndim - output_ndim + 1, initial.ndim))
+    largest = initial.abs().amax(dim=axes)
+    scale = torch.ldexp(torch.ones_like(largest), torch.frexp(largest).exponent)
+    return torch.where(largest > 0, scale, torch.ones_like(scale))
+
+
+def _rescaled(value: Any, scale: Tensor) -> Any:
+    """`value * scale`, the scale broadcast over the per-sample axes (tuples elementwise)."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_rescaled(item, scale) for item in value)
+    if value is None or scale.ndim == 0:
+        return value
+    return value * scale.reshape(scale.shape + (1,) * (value.ndim - scale.ndim))
 
 
 def _as_plan(model, rules, handlers, pattern) -> Plan:

@@ -97,34 +97,25 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def apply_rule(rule: Any, layer: Layer, activations: Activations, relevance: Tensor) -> Tensor:
-    """`rule(layer, activations, relevance)`, guarded against overflow.
+    """`rule(layer, activations, relevance)`; 16-bit inputs compute in float32.
 
-    - Rules are linear in $R$, so each sample's relevance is divided by a power of two
-      near its largest magnitude and the result multiplied back: exact in floating point
-      (only the exponent changes), and it keeps $s = R / (z \\pm \\epsilon)$ from
-      overflowing float32 where $|R| \\gg |z|$, while every product $a\\, w\\, s$ stays
-      bounded by $R$ (float64 has range enough and is left alone).
-    - 16-bit inputs compute in float32: in float16 the ratio overflows (max 65504) where
-      $z = 0$, and $\\infty \\cdot 0$ makes NaN. The result is cast back.
+    In float16 the stabilized ratio $R / (z \\pm \\epsilon)$ overflows (max 65504) where
+    $z = 0$, and $\\infty \\cdot 0$ makes NaN; float32 keeps the step finite. The result
+    is cast back to the input's dtype. (The traversal also scales each sample's initial
+    relevance by a power of two, see `_api`, so float32 ratios stay in range.)
     """
     dtype = activations.input.dtype
-    if dtype == torch.float64 or relevance.ndim == 0:
+    if dtype not in _LOW_PRECISION:
         return rule(layer, activations, relevance)
-    if dtype in _LOW_PRECISION:
-        layer = replace(
-            layer,
-            weight=layer.weight.float(),
-            bias=None if layer.bias is None else layer.bias.float(),
-        )
-        activations = activations._replace(
-            input=activations.input.float(), output=activations.output.float()
-        )
-        relevance = relevance.float()
-    largest = relevance.abs().amax(dim=tuple(range(1, relevance.ndim)), keepdim=True)
-    scale = torch.ldexp(torch.ones_like(largest), torch.frexp(largest).exponent)
-    result = rule(layer, activations, relevance / scale)
-    scale = scale.reshape(scale.shape[:1] + (1,) * (result.ndim - 1))
-    return (result * scale).to(dtype)
+    layer = replace(
+        layer,
+        weight=layer.weight.float(),
+        bias=None if layer.bias is None else layer.bias.float(),
+    )
+    activations = activations._replace(
+        input=activations.input.float(), output=activations.output.float()
+    )
+    return rule(layer, activations, relevance.float()).to(dtype)
 
 
 def _linear(build: Callable[[Step], Layer]) -> Callable[[Step], tuple]:
