@@ -1,0 +1,389 @@
+"""Speed and peak memory of lrpfn against the input gradient, zennit and captum.
+
+    python benchmarks/bench_lrp.py                  # vgg16 and resnet50, batch 8 x 3 x 224 x 224
+    python benchmarks/bench_lrp.py --quick          # resnet18, batch 2 x 3 x 64 x 64 (a smoke run)
+    python benchmarks/bench_lrp.py --device cuda    # on a GPU (writes benchmarks/RESULTS_cuda.md)
+
+Models are torchvision builders with random weights (seeded). Per model, every method
+is timed in the same run, interleaved (one call of each per repetition, rotating order),
+as the median over repetitions after one warm-up round:
+
+- forward: the model under `torch.no_grad()`;
+- gradient: forward plus the gradient of the target logits with respect to the input,
+  on a copy of the model whose parameters do not require gradients;
+- lrpfn / zennit with the same rules: all-epsilon (lrpfn `rules.Epsilon(1e-6)` on every
+  node; zennit Epsilon on convolutions and dense layers, Norm on pooling and sums, Pass on
+  activations and BatchNorm), `epsilon_gamma_box(low=-3, high=3)` and
+  `epsilon_alpha2_beta1`; zennit runs on a frozen copy of the model with its canonizer
+  (VGGCanonizer / ResNetCanonizer), registered once; lrpfn on a `Plan` prepared once
+  (its preparation time is printed separately);
+- captum's `LRP` with its default rules (a copy of the model; it mis-handles ResNets,
+  whose modules are called more than once: see the relevance sum column);
+- lrpfn with 10 targets per sample (`target` of shape (batch, 10), the top 10 classes).
+
+"ΣR / logit" is the input relevance summed per sample over the explained logit, averaged
+over the batch (1 for a conservative explanation of a model without biases). Peak memory
+is measured per (model, method) in a fresh process (see `common.peak_memory_mib`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from common import (
+    configure_threads,
+    device_name,
+    interleaved_medians,
+    machine_description,
+    markdown_table,
+    peak_memory_mib,
+    revision,
+    today,
+)
+
+import lrpfn
+from lrpfn import composites, rules
+
+HERE = Path(__file__).resolve().parent
+MODELS = ("vgg16", "resnet50")
+QUICK_MODELS = ("resnet18",)
+TARGETS = 10
+BASELINES = ("forward", "gradient")  # not explanations: no relevance sum
+GOALS = (  # (method, reference, goal on the time ratio)
+    ("lrpfn epsilon", "gradient", 1.15),
+    ("lrpfn epsilon_gamma_box", "gradient", 2.0),
+    ("lrpfn epsilon, 10 targets", "lrpfn epsilon", 4.0),
+    ("lrpfn epsilon_gamma_box, 10 targets", "lrpfn epsilon_gamma_box", 4.0),
+)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What one benchmark row runs on; rebuilt identically in each memory subprocess."""
+
+    model: str
+    batch: int
+    size: int
+    device: str
+    threads: int
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Case:
+    """A built model with its input and targets; `stack` holds zennit's registrations."""
+
+    setting: Setting
+    model: torch.nn.Module
+    x: torch.Tensor
+    targets: torch.Tensor  # (batch, TARGETS): the top classes, best first
+    stack: ExitStack
+
+
+def build(setting: Setting, stack: ExitStack) -> Case:
+    """The seeded model (eval mode), input and top-10 targets."""
+    configure_threads(setting.threads)
+    torch.manual_seed(setting.seed)
+    model = getattr(torchvision.models, setting.model)(weights=None).eval().to(setting.device)
+    x = torch.randn(setting.batch, 3, setting.size, setting.size, device=setting.device)
+    with torch.no_grad():
+        output = model(x)
+    return Case(setting, model, x, output.topk(TARGETS, dim=1).indices, stack)
+
+
+def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy whose parameters do not require gradients (the user's model is not touched)."""
+    return copy.deepcopy(model).requires_grad_(False)
+
+
+def _seed(model: torch.nn.Module, case: Case) -> torch.Tensor:
+    """One-hot of each sample's first target, shaped like the output."""
+    with torch.no_grad():
+        return torch.zeros_like(model(case.x)).scatter_(1, case.targets[:, :1], 1.0)
+
+
+def _forward(case: Case):
+    def run():
+        with torch.no_grad():
+            case.model(case.x)
+
+    return run
+
+
+def _gradient(case: Case):
+    frozen = _frozen_copy(case.model)
+    seed = _seed(frozen, case)
+
+    def run():
+        leaf = case.x.detach().requires_grad_()
+        (gradient,) = torch.autograd.grad(frozen(leaf), leaf, seed)
+        return gradient
+
+    return run
+
+
+def _lrpfn(rule_mapping: Callable[[], object], targets_per_sample: int = 1):
+    def make(case: Case):
+        plan = lrpfn.prepare(case.model, rule_mapping())
+        targets = case.targets
+        target = targets[:, 0] if targets_per_sample == 1 else targets[:, :targets_per_sample]
+        return lambda: lrpfn.lrp(plan, case.x, target=target)
+
+    return make
+
+
+def _canonizers(case: Case) -> list:
+    from zennit.torchvision import ResNetCanonizer, VGGCanonizer
+
+    return [ResNetCanonizer()] if case.setting.model.startswith("resnet") else [VGGCanonizer()]
+
+
+def _zennit_epsilon(case: Case):
+    from zennit.composites import LayerMapComposite, layer_map_base
+    from zennit.rules import Epsilon
+    from zennit.types import Linear
+
+    layer_map = [*layer_map_base(1e-6), (Linear, Epsilon(1e-6))]
+    return LayerMapComposite(layer_map, canonizers=_canonizers(case))
+
+
+def _zennit_gamma_box(case: Case):
+    from zennit.composites import EpsilonGammaBox
+
+    low, high = torch.full_like(case.x, -3.0), torch.full_like(case.x, 3.0)
+    return EpsilonGammaBox(low=low, high=high, canonizers=_canonizers(case))
+
+
+def _zennit_alpha_beta(case: Case):
+    from zennit.composites import EpsilonAlpha2Beta1
+
+    return EpsilonAlpha2Beta1(canonizers=_canonizers(case))
+
+
+def _zennit(composite: Callable[[Case], object]):
+    """zennit's Gradient attributor on a frozen copy, its composite registered once."""
+
+    def make(case: Case):
+        from zennit.attribution import Gradient
+
+        frozen = _frozen_copy(case.model)
+        attributor = case.stack.enter_context(Gradient(model=frozen, composite=composite(case)))
+        seed = _seed(frozen, case)
+        return lambda: attributor(case.x, lambda output: seed * output)[1]
+
+    return make
+
+
+def _captum(case: Case):
+    from captum.attr import LRP
+
+    explainer = LRP(_frozen_copy(case.model))
+    target = case.targets[:, 0]
+    return lambda: explainer.attribute(case.x.detach().requires_grad_(), target=target)
+
+
+METHODS: dict[str, Callable[[Case], Callable[[], object]]] = {
+    "forward": _forward,
+    "gradient": _gradient,
+    "lrpfn epsilon": _lrpfn(lambda: rules.Epsilon(1e-6)),
+    "zennit epsilon": _zennit(_zennit_epsilon),
+    "lrpfn epsilon_gamma_box": _lrpfn(lambda: composites.epsilon_gamma_box(low=-3.0, high=3.0)),
+    "zennit epsilon_gamma_box": _zennit(_zennit_gamma_box),
+    "lrpfn epsilon_alpha2_beta1": _lrpfn(composites.epsilon_alpha2_beta1),
+    "zennit epsilon_alpha2_beta1": _zennit(_zennit_alpha_beta),
+    "captum LRP": _captum,
+    "lrpfn epsilon, 10 targets": _lrpfn(lambda: rules.Epsilon(1e-6), TARGETS),
+    "lrpfn epsilon_gamma_box, 10 targets": _lrpfn(
+        lambda: composites.epsilon_gamma_box(low=-3.0, high=3.0), TARGETS
+    ),
+}
+
+
+def make_method(setting: Setting, name: str) -> Callable[[], object]:
+    """Build the model and the method `name` on it: the setup of a memory subprocess.
+
+    zennit's registration stays open until the subprocess ends.
+    """
+    return METHODS[name](build(setting, ExitStack()))
+
+
+def relevance_ratio(relevance: object, case: Case) -> str:
+    """Mean over samples (and targets) of the summed relevance over the explained logit."""
+    if not isinstance(relevance, torch.Tensor) or relevance.ndim < case.x.ndim:
+        return ""
+    with torch.no_grad():
+        output = case.model(case.x)
+    k = 1 if relevance.ndim == case.x.ndim else relevance.shape[0]
+    logits = output.gather(1, case.targets[:, :k]).T  # (k, batch)
+    sums = relevance.detach().reshape(logits.shape[0], logits.shape[1], -1).sum(-1)
+    return f"{(sums / logits).mean().item():.4g}"
+
+
+def bench_model(setting: Setting, repeats: int, memory: bool) -> tuple[list[dict], dict]:
+    """The table rows of one model and lrpfn's prepare seconds per rule mapping."""
+    methods, rows = {}, {}
+    with ExitStack() as stack:
+        case = build(setting, stack)
+        for name, factory in METHODS.items():
+            rows[name] = {"model": setting.model, "method": name, "note": ""}
+            try:
+                method = factory(case)
+                result = method()  # the warm-up call
+                if name not in BASELINES:
+                    rows[name]["ratio"] = relevance_ratio(result, case)
+                methods[name] = method
+            except Exception as error:  # a library that cannot explain the model: record why
+                rows[name]["note"] = _first_line(error)
+        medians = interleaved_medians(methods, repeats, warmup=0, device=setting.device)
+        prepared = prepare_seconds(case.model)
+    for name, seconds in medians.items():
+        rows[name]["seconds"] = seconds
+        rows[name]["x gradient"] = seconds / medians["gradient"]
+    for name in methods if memory else ():
+        try:
+            rows[name]["MiB"] = peak_memory_mib(make_method, setting, name, device=setting.device)
+        except Exception as error:
+            rows[name]["note"] += f" memory: {_first_line(error)}"
+    return list(rows.values()), prepared
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines() or [""]
+    return f"{type(error).__name__}: {lines[0][:160]}"
+
+
+def prepare_seconds(model: torch.nn.Module) -> dict[str, float]:
+    """lrpfn's one-off cost per rule mapping (capture, canonicalize, check, resolve)."""
+    result = {}
+    for name, mapping in (
+        ("epsilon", rules.Epsilon(1e-6)),
+        ("epsilon_gamma_box", composites.epsilon_gamma_box(low=-3.0, high=3.0)),
+    ):
+        start = time.perf_counter()
+        lrpfn.prepare(model, mapping)
+        result[name] = time.perf_counter() - start
+    return result
+
+
+def table(rows: list[dict], device: str) -> str:
+    card = device_name(device)
+
+    def number(row, key, digits):
+        return f"{row[key]:.{digits}f}" if key in row else "-"
+
+    cells = [
+        [
+            row["model"],
+            row["method"],
+            card,
+            number(row, "seconds", 3),
+            number(row, "x gradient", 2),
+            number(row, "MiB", 0),
+            row.get("ratio", ""),
+            row["note"].strip(),
+        ]
+        for row in rows
+    ]
+    header = ["model", "method", "device", "median s", "× gradient", "peak MiB", "ΣR / logit"]
+    return markdown_table([*header, "note"], cells)
+
+
+def goals(rows: list[dict]) -> str:
+    lines = []
+    for model in dict.fromkeys(row["model"] for row in rows):
+        found = {row["method"]: row for row in rows if row["model"] == model}
+        for method, reference, goal in GOALS:
+            if "seconds" in found.get(method, {}) and "seconds" in found.get(reference, {}):
+                ratio = found[method]["seconds"] / found[reference]["seconds"]
+                verdict = "met" if ratio <= goal else "NOT met"
+                lines.append(
+                    f"- {model}: {method} / {reference} = {ratio:.2f} (goal ≤ {goal}: {verdict})"
+                )
+        for rule in ("epsilon", "epsilon_gamma_box", "epsilon_alpha2_beta1"):
+            ours, theirs = found[f"lrpfn {rule}"], found[f"zennit {rule}"]
+            if "seconds" in ours and "seconds" in theirs:
+                line = f"- {model}: lrpfn / zennit {rule}: time {ours['seconds'] / theirs['seconds']:.2f}"
+                if ours.get("MiB") and theirs.get("MiB"):
+                    line += f", peak memory {ours['MiB'] / theirs['MiB']:.2f} (goal ≤ 1)"
+                lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small models and inputs")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
+    parser.add_argument("--repeats", type=int, help="timed repetitions (default 5, quick 2)")
+    parser.add_argument("--models", nargs="+", help="torchvision model names")
+    parser.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        help="measure peak memory in subprocesses (default: on, off with --quick)",
+    )
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--output", type=Path, help="default benchmarks/RESULTS[_cuda].md")
+    args = parser.parse_args(argv)
+    batch, size = (2, 64) if args.quick else (8, 224)
+    repeats = args.repeats or (2 if args.quick else 5)
+    memory = (not args.quick) if args.memory is None else args.memory
+    models = args.models or (QUICK_MODELS if args.quick else MODELS)
+    configure_threads(args.threads)
+    # the load and the code before this run: other jobs and commits may come during it
+    machine = f"{machine_description(args.device, args.threads)}; lrpfn commit {revision()}"
+
+    rows, prepared = [], []
+    for name in models:
+        setting = Setting(name, batch, size, args.device, args.threads)
+        print(f"{name}: batch {batch} x 3 x {size} x {size} ...", file=sys.stderr, flush=True)
+        model_rows, seconds = bench_model(setting, repeats, memory)
+        rows += model_rows
+        prepared.append(f"- {name}: " + ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items()))
+
+    command = shlex.join(["python", "benchmarks/bench_lrp.py", *(argv or sys.argv[1:])])
+    report = "\n\n".join(
+        [
+            "# lrpfn benchmark",
+            f"Machine: {machine}.  \n"
+            f"Date: {today()}.  \nCommand: `{command}`.  \n"
+            f"Input: batch {batch} x 3 x {size} x {size}, random weights (seed 0), median of "
+            f"{repeats} interleaved repetitions after one warm-up round.",
+            _METHOD_NOTE + ("" if memory else " (not measured in this run)"),
+            table(rows, args.device),
+            "Goals and comparisons:\n\n" + goals(rows),
+            "lrpfn's one-off `prepare` (not in the timings above):\n\n" + "\n".join(prepared),
+        ]
+    )
+    print(report)
+    if not args.no_write:
+        output = args.output or HERE / ("RESULTS.md" if args.device == "cpu" else "RESULTS_cuda.md")
+        output.write_text(report + "\n")
+        print(f"\nwritten to {output}", file=sys.stderr)
+
+
+_METHOD_NOTE = (
+    "Times are seconds per call for the whole batch; × gradient is the time over the "
+    "input gradient's (forward + backward on a copy with frozen parameters). lrpfn runs "
+    "on a Plan prepared once, zennit with its composite registered once on a frozen copy, "
+    "captum on a copy. ΣR / logit: input relevance summed per sample over the explained "
+    "logit, batch mean. Peak MiB: in a fresh subprocess per (model, method), after "
+    "building the model and preparing the method, the peak RSS (VmHWM) is reset "
+    "(/proc/self/clear_refs) and one call is made; the value is the peak RSS after the "
+    "call minus the RSS before it, so it counts the call's "
+    "activations and temporaries, not the model or the prepared copies (on CUDA: "
+    "torch.cuda.max_memory_allocated over the allocation before the call)"
+)
+
+
+if __name__ == "__main__":
+    main()
