@@ -229,12 +229,15 @@ def relevance_ratio(relevance: object, case: Case) -> str:
     return f"{(sums / logits).mean().item():.4g}"
 
 
-def bench_model(setting: Setting, repeats: int, memory: bool) -> tuple[list[dict], dict]:
+def bench_model(
+    setting: Setting, repeats: int, memory: bool, names: list[str] | None = None
+) -> tuple[list[dict], dict]:
     """The table rows of one model and lrpfn's prepare seconds per rule mapping."""
     methods, rows = {}, {}
     with ExitStack() as stack:
         case = build(setting, stack)
-        for name, factory in METHODS.items():
+        for name in names or METHODS:
+            factory = METHODS[name]
             rows[name] = {"model": setting.model, "method": name, "note": ""}
             try:
                 method = factory(case)
@@ -310,7 +313,7 @@ def goals(rows: list[dict]) -> str:
                     f"- {model}: {method} / {reference} = {ratio:.2f} (goal ≤ {goal}: {verdict})"
                 )
         for rule in ("epsilon", "epsilon_gamma_box", "epsilon_alpha2_beta1"):
-            ours, theirs = found[f"lrpfn {rule}"], found[f"zennit {rule}"]
+            ours, theirs = found.get(f"lrpfn {rule}", {}), found.get(f"zennit {rule}", {})
             if "seconds" in ours and "seconds" in theirs:
                 line = f"- {model}: lrpfn / zennit {rule}: time {ours['seconds'] / theirs['seconds']:.2f}"
                 if ours.get("MiB") and theirs.get("MiB"):
@@ -331,6 +334,10 @@ def main(argv: list[str] | None = None) -> None:
         action=argparse.BooleanOptionalAction,
         help="measure peak memory in subprocesses (default: on, off with --quick)",
     )
+    parser.add_argument(
+        "--methods", nargs="+", choices=list(METHODS), metavar="METHOD",
+        help="a subset of the methods (the gradient is always included: ratios need it)",
+    )  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--output", type=Path, help="default benchmarks/RESULTS[_cuda].md")
     args = parser.parse_args(argv)
@@ -346,7 +353,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in models:
         setting = Setting(name, batch, size, args.device, args.threads)
         print(f"{name}: batch {batch} x 3 x {size} x {size} ...", file=sys.stderr, flush=True)
-        model_rows, seconds = bench_model(setting, repeats, memory)
+        names = None if args.methods is None else list(dict.fromkeys(["gradient", *args.methods]))
+        model_rows, seconds = bench_model(setting, repeats, memory, names)
         rows += model_rows
         prepared.append(f"- {name}: " + ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items()))
 
