@@ -183,7 +183,9 @@ class LinearFunction(AffineOp):
         return z if bias is None else z + bias
 
     def transpose(self, s: Tensor, x: Tensor, weight: Tensor) -> Tensor:
-        return torch.func.vjp(self._g, x)[1](s * weight)[0]
+        # a fresh, non-overlapping tensor (the VJP of a sum is an expanded view of s): rules
+        # multiply it by the input in place
+        return torch.func.vjp(self._g, x)[1](s * weight)[0].contiguous()
 
 
 @dataclass(frozen=True, eq=False)

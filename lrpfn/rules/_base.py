@@ -72,7 +72,10 @@ def stabilize(z: Tensor, epsilon: float) -> Tensor:
     """$z + \\epsilon\\,\\mathrm{sign}(z)$ with $\\mathrm{sign}(0) = +1$."""
     if epsilon == 0:
         return z
-    return torch.where(z >= 0, z + epsilon, z - epsilon)  # epsilon in z's own precision
+    # one buffer, in place: [z >= 0] (2 eps) - eps + z is exactly z + eps or z - eps
+    # (2 eps and 2 eps - eps are exact), in z's own precision
+    denominator = z.ge(0).to(z.dtype)
+    return denominator.mul_(2 * epsilon).sub_(epsilon).add_(z)
 
 
 def stabilized_divide(relevance: Tensor, z: Tensor, epsilon: float) -> Tensor:
@@ -157,7 +160,8 @@ class LinearRule:
                 known = c.get(id(t.input))
                 c[id(t.input)] = (t.input, transposed if known is None else known[1] + transposed)
         assert c, f"{type(self).__name__}.groups returned no term"
-        return _sum(modified * transposed for modified, transposed in c.values())
+        # each transposed op's result is a fresh tensor of its own: multiply in place
+        return _sum(transposed.mul_(modified) for modified, transposed in c.values())
 
 
 def _scaled(term: Term, value: Tensor) -> Tensor:
