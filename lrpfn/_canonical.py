@@ -31,7 +31,7 @@ from torch import fx, nn
 from ._ops import channel_affine, padded_convolution
 from .errors import TrainingModeError
 
-__all__ = ["FOLDED", "SOURCE", "Source", "canonicalize"]
+__all__ = ["FOLDED", "SOURCE", "Source", "attribute", "canonicalize"]
 
 SOURCE = "lrpfn_source"
 FOLDED = "lrpfn_folded"
@@ -294,9 +294,9 @@ def _foldable(x) -> bool:
 
 
 def _fold_into(gm: fx.GraphModule, affine: fx.Node, scale: torch.Tensor, shift: torch.Tensor):
-    weight = _attr_value(gm, affine.args[1])
+    weight = attribute(gm, affine.args[1].target)
     bias_arg = affine.args[2] if len(affine.args) > 2 else affine.kwargs.get("bias")
-    bias = _attr_value(gm, bias_arg) if bias_arg is not None else None
+    bias = attribute(gm, bias_arg.target) if bias_arg is not None else None
     with torch.no_grad():  # arithmetic makes new tensors: the module's are never written
         view = (-1,) + (1,) * (weight.ndim - 1)
         folded_weight = weight * scale.reshape(view)
@@ -313,8 +313,9 @@ def _fold_into(gm: fx.GraphModule, affine: fx.Node, scale: torch.Tensor, shift: 
     affine.args, affine.kwargs = tuple(args), kwargs
 
 
-def _attr_value(gm: fx.GraphModule, node: fx.Node) -> torch.Tensor:
-    value = gm
-    for part in node.target.split("."):
+def attribute(module: torch.nn.Module, path: str):
+    """The attribute at dotted `path` of `module` (tensors detached, never copied)."""
+    value = module
+    for part in path.split("."):
         value = getattr(value, part)
-    return value.detach()
+    return value.detach() if isinstance(value, torch.Tensor) else value

@@ -83,6 +83,11 @@ class Handler:
     zero_at_zero: bool = False
     zero_below: bool = False
 
+    @property
+    def needs_output(self) -> bool:
+        """The backward step reads the node's own output (the forward's $z$)."""
+        return self.kind in ("linear", "sum", "product")
+
 
 def _pass(step: Step) -> tuple:
     return (step.relevance,) + (None,) * (len(step.inputs) - 1)

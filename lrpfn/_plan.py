@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -39,6 +39,8 @@ class Plan:
         nonnegative: nodes whose output the graph guarantees to be >= 0.
         zero_where_nonpositive: nodes whose relevance the graph guarantees to be 0
             wherever their output is <= 0.
+        backward_uses: how many backward steps read each node's value (the forward keeps
+            those values, the walk frees each after its last read).
     """
 
     module: fx.GraphModule
@@ -48,6 +50,7 @@ class Plan:
     data_positions: Mapping[fx.Node, tuple[int, ...]]
     nonnegative: frozenset
     zero_where_nonpositive: frozenset = frozenset()
+    backward_uses: Mapping[fx.Node, int] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         lines = "\n".join(f"  {name}: {rule!r}" for name, rule in self.rules.items())
@@ -119,6 +122,7 @@ def prepare(
         data_positions=MappingProxyType(positions),
         nonnegative=_nonnegative(gm, node_handlers, data_inputs),
         zero_where_nonpositive=_zero_where_nonpositive(node_handlers, table_of_rules),
+        backward_uses=MappingProxyType(_backward_uses(node_handlers, data_inputs)),
     )
 
 
@@ -235,3 +239,12 @@ def _sends_zero_at_zero(user: fx.Node, handler: Handler, rules, at_zero: set) ->
     if handler.kind in ("route", "product"):
         return user in at_zero
     return handler.kind == "none"
+
+
+def _backward_uses(handlers: Mapping[fx.Node, Handler], data_inputs) -> dict[fx.Node, int]:
+    uses: dict[fx.Node, int] = {}
+    for node, handler in handlers.items():
+        reads = list(data_inputs[node]) if handler.keeps_inputs else []
+        for item in [*reads, node] if handler.needs_output else reads:
+            uses[item] = uses.get(item, 0) + 1
+    return uses

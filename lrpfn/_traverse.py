@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, fx
 
+from ._canonical import attribute
 from ._handlers import Step
 from ._plan import Plan
 from .errors import InvalidInputError, LRPError, NodeFailedError
@@ -31,34 +32,11 @@ def _node_function(plan: Plan, node: fx.Node) -> Callable[..., Any]:
     return node.target
 
 
-def _attribute(module: torch.nn.Module, path: str) -> Any:
-    value: Any = module
-    for part in path.split("."):
-        value = getattr(value, part)
-    return value.detach() if isinstance(value, Tensor) else value
-
-
-def _needs_output(plan: Plan, node: fx.Node) -> bool:
-    return plan.handlers[node].kind in ("linear", "sum", "product")
-
-
-def _backward_uses(plan: Plan) -> dict[fx.Node, int]:
-    """How many backward steps read each node's value."""
-    uses: dict[fx.Node, int] = {}
-    for node, handler in plan.handlers.items():
-        if handler.keeps_inputs:
-            for item in plan.data_inputs[node]:
-                uses[item] = uses.get(item, 0) + 1
-        if _needs_output(plan, node):
-            uses[node] = uses.get(node, 0) + 1
-    return uses
-
-
 def forward(plan: Plan, x: Tensor) -> tuple[dict[fx.Node, Any], fx.Node]:
     """Run the model; return the values the backward walk needs and the output node."""
     graph = plan.module.graph
     nodes = list(graph.nodes)
-    keep = _backward_uses(plan)
+    keep = plan.backward_uses
     last_use = {}
     for index, node in enumerate(nodes):
         for item in node.all_input_nodes:
@@ -71,7 +49,7 @@ def forward(plan: Plan, x: Tensor) -> tuple[dict[fx.Node, Any], fx.Node]:
             env[node] = x if placeholders == 0 else _default(node)
             placeholders += 1
         elif node.op == "get_attr":
-            env[node] = _attribute(plan.module, node.target)
+            env[node] = attribute(plan.module, node.target)
         elif node.op == "output":
             output_node = node.args[0]
         else:
@@ -116,7 +94,7 @@ def backward(
     Returns the input relevance and, with `keep_all`, the relevance of every node reached.
     """
     env = dict(env)
-    uses = _backward_uses(plan)
+    uses = dict(plan.backward_uses)
     relevance: dict[fx.Node, Any] = {output_node: initial}
     recorded: dict[str, Any] = {}
     nodes = list(plan.module.graph.nodes)
@@ -200,7 +178,7 @@ def _accumulate(total: Any, contribution: Any) -> Any:
 def _release(plan: Plan, env: dict, uses: dict, node: fx.Node) -> None:
     """Free the values whose last backward use was `node`'s step."""
     released = list(plan.data_inputs[node]) if plan.handlers[node].keeps_inputs else []
-    if _needs_output(plan, node):
+    if plan.handlers[node].needs_output:
         released.append(node)
     for item in released:
         uses[item] -= 1
