@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e ".[vision,dev]"
+	$(PY) -m pip install --quiet -e ".[vision,timm,text,datasets,dev]"
+	$(PY) -m pip install --quiet --no-deps zennit-crp==0.6
 	touch $(STAMP)
 
 demo: $(STAMP)

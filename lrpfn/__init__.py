@@ -14,7 +14,8 @@ never modified and no global state exists.
 
 from . import composites, errors, handlers, layers, patterns, rules
 from ._api import lrp, prepare, relevances
-from ._handlers import HANDLERS, Handler
+from ._families import HANDLERS
+from ._handlers import Handler
 from ._plan import Plan
 
 __all__ = [

@@ -16,10 +16,12 @@ facts, separate from rules (the user's choice for linear nodes):
   tensors is handled by the node's product rule);
 - `NONE`: ops whose result is not a tensor (`x.size()`, `x.shape`): no relevance.
 
-`HANDLERS` is keyed by module type (for `call_module` nodes), by function or its
-qualified name `"module.function"` (for `call_function`) and by method name (for
-`call_method`). `handler_for(node, gm)` looks a
-node up; `register(key, handler)` returns a new table (the global one is never changed).
+`CORE_HANDLERS` holds the handlers of the ops every CNN uses; each further op family
+(normalizations, attention, resampling, ...) keeps its handlers in its own module of
+`lrpfn._families`, which merges them all into the one table `lrpfn.HANDLERS`. A table is
+keyed by module type (for `call_module` nodes), by function or its qualified name
+`"module.function"` (for `call_function`) and by method name (for `call_method`).
+`handler_for(node, gm, table)` looks a node up.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from ._ops import channel_affine, padded_convolution
 from .layers import ChannelAffine, Convolution, Dense, Layer, LinearFunction, Normalization, Sum
 from .rules._base import Activations
 
-__all__ = ["HANDLERS", "Handler", "Step", "handler_for"]
+__all__ = ["CORE_HANDLERS", "Handler", "Step", "handler_for"]
 
 
 @dataclass
@@ -457,8 +459,8 @@ def _table() -> dict[Any, Handler]:
     return table
 
 
-HANDLERS: Mapping[Any, Handler] = _table()
-"""The default dispatch table (read-only by convention: pass `handlers=` to extend it)."""
+CORE_HANDLERS: Mapping[Any, Handler] = _table()
+"""The handlers of the core ops (`lrpfn._families` adds every other op family)."""
 
 
 def handler_for(node: fx.Node, gm: fx.GraphModule, table: Mapping[Any, Handler]) -> Handler | None:

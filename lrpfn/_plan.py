@@ -19,7 +19,8 @@ from torch import fx
 
 from ._canonical import SOURCE, canonicalize
 from ._capture import TRACE_LOCK, capture
-from ._handlers import HANDLERS, ROUTE, Handler, handler_for
+from ._families import HANDLERS
+from ._handlers import ROUTE, Handler, handler_for
 from .composites import resolve
 from .errors import InvalidRuleError, UnsupportedNodeError
 from .rules import Gradient, is_signal_rule, rule_from_key

@@ -9,9 +9,9 @@
 See `lrpfn._handlers` for what each handler does and docs/extending.md for writing one.
 """
 
+from ._families import HANDLERS as HANDLERS
 from ._handlers import (
     DENSE as DENSE,
-    HANDLERS as HANDLERS,
     NONE as NONE,
     PASS as PASS,
     PASS_NONNEGATIVE as PASS_NONNEGATIVE,
