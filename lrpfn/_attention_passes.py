@@ -1,0 +1,302 @@
+"""Graph passes that turn attention and its normalisations into ops with relevance handlers.
+
+`rewrite_attention(gm)` edits a `GraphModule` that `canonicalize` has just copied (the
+user's model is never touched):
+
+1. `nn.MultiheadAttention` calls (a leaf module under `torch.fx`) whose attention weights
+   are unused become linear projections, `split_heads`, `Q @ K.mT`, `masked_scores`
+   (scale and masks), `softmax`, `P @ V`, `merge_heads` and the output projection;
+2. `F.scaled_dot_product_attention` calls (attn_mask, is_causal, scale, grouped-query
+   attention) become `repeat_heads` (grouped-query only), `Q @ K.mT`, `masked_scores`,
+   `softmax` and `P @ V`;
+3. the computed RMSNorm `x * rsqrt(mean(x ** 2, -1, keepdim=True) + eps)` (as Llama,
+   Mistral and T5 write it, with casts around it) becomes one `rms_normalize(x, eps)` node;
+4. an elementwise product of two tensors of which exactly one is computed by an
+   elementwise non-linearity (SwiGLU's `silu(gate) * up`) becomes
+   `gated_product(gate, signal)`, so product rules know which operand is the gate.
+
+The ops inserted are in `lrpfn._attention_ops`; their handlers in `lrpfn._families`.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from . import (
+    _attention_ops as ops,
+    _canonical,  # its names are read at call time: _canonical imports this module
+)
+from .errors import TrainingModeError
+
+__all__ = ["rewrite_attention"]
+
+
+def rewrite_attention(gm: fx.GraphModule) -> None:
+    """Apply the passes of the module docstring to `gm` in place."""
+    _decompose_multihead_attention(gm)
+    _decompose_scaled_dot_product_attention(gm)
+    _fold_rms_norms(gm)
+    _mark_gated_products(gm)
+
+
+def _fresh_name(gm: fx.GraphModule, base: str) -> str:
+    index = 0
+    while hasattr(gm, f"{base}{index}"):
+        index += 1
+    return f"{base}{index}"
+
+
+def _constant(gm: fx.GraphModule, tensor: torch.Tensor | None, base: str) -> fx.Node | None:
+    """A get_attr node for `tensor` (a new buffer of `gm`, never a parameter of the user's)."""
+    if tensor is None:
+        return None
+    name = _fresh_name(gm, base)
+    gm.register_buffer(name, tensor.detach())
+    return gm.graph.get_attr(name)
+
+
+_MHA_ARGS = (
+    "query", "key", "value", "key_padding_mask", "need_weights", "attn_mask",
+    "average_attn_weights", "is_causal",
+)  # fmt: skip
+
+
+def _bound(node: fx.Node, names: tuple[str, ...], defaults: dict[str, Any]) -> dict[str, Any]:
+    bound = dict(defaults)
+    bound.update(zip(names, node.args, strict=False))
+    bound.update(node.kwargs)
+    return bound
+
+
+def _weights_unused(node: fx.Node) -> bool:
+    """True if only `node[0]` is used (MHA returns `(output, weights)`)."""
+    for user in node.users:
+        if user.op != "call_function" or user.target is not operator.getitem:
+            return False
+        if user.args[1] != 0 and user.users:
+            return False
+    return True
+
+
+def _projections(module: nn.MultiheadAttention) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    with torch.no_grad():
+        if module._qkv_same_embed_dim:
+            weights = module.in_proj_weight.chunk(3)
+        else:
+            weights = (module.q_proj_weight, module.k_proj_weight, module.v_proj_weight)
+        biases = (None,) * 3 if module.in_proj_bias is None else module.in_proj_bias.chunk(3)
+    return list(zip(weights, biases, strict=True))
+
+
+def _decompose_multihead_attention(gm: fx.GraphModule) -> None:
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module":
+            continue
+        module = gm.get_submodule(node.target)
+        if type(module) is not nn.MultiheadAttention or not _weights_unused(node):
+            continue
+        if module.bias_k is not None or module.add_zero_attn:
+            continue  # left as is: reported as unsupported
+        if module.training and module.dropout > 0:
+            raise TrainingModeError(
+                f"nn.MultiheadAttention {node.target!r} is in training mode with dropout "
+                f"{module.dropout}, so its attention weights are random. Fix: call model.eval()."
+            )
+        bound = _bound(node, _MHA_ARGS, {"key_padding_mask": None, "attn_mask": None})
+        graph = gm.graph
+        with graph.inserting_before(node):
+            heads = []
+            for index, (weight, bias) in enumerate(_projections(module)):
+                projected = graph.call_function(
+                    F.linear,
+                    (
+                        bound[_MHA_ARGS[index]],
+                        _constant(gm, weight, "_lrpfn_attention_weight_"),
+                        _constant(gm, bias, "_lrpfn_attention_bias_"),
+                    ),
+                )
+                projected.meta[_canonical.SOURCE] = _canonical.Source(node.target, type(module))
+                heads.append(
+                    graph.call_function(
+                        ops.split_heads, (projected, module.num_heads, module.batch_first)
+                    )
+                )
+            query, key, value = heads
+            mask = graph.call_function(
+                ops.attention_mask,
+                (bound["attn_mask"], bound["key_padding_mask"], module.num_heads),
+            )
+            scale = float(module.head_dim) ** -0.5
+            output = _attention(graph, query, key, value, mask, False, scale, None)
+            merged = graph.call_function(ops.merge_heads, (output, module.batch_first))
+            out_proj = module.out_proj
+            result = graph.call_function(
+                F.linear,
+                (
+                    merged,
+                    graph.get_attr(f"{node.target}.out_proj.weight"),
+                    None
+                    if out_proj.bias is None
+                    else graph.get_attr(f"{node.target}.out_proj.bias"),
+                ),
+            )
+            result.meta[_canonical.SOURCE] = _canonical.Source(
+                f"{node.target}.out_proj", type(out_proj)
+            )
+        for user in list(node.users):
+            if user.args[1] == 0:
+                user.replace_all_uses_with(result)
+            graph.erase_node(user)
+        graph.erase_node(node)
+
+
+def _attention(graph, query, key, value, mask, is_causal, scale, head_dim) -> fx.Node:
+    """`softmax(masked_scores(Q @ K.mT)) @ V` as graph nodes."""
+    transposed = graph.call_method("transpose", (key, -2, -1))
+    scores = graph.call_function(torch.matmul, (query, transposed))
+    masked = graph.call_function(ops.masked_scores, (scores, scale, mask, is_causal, head_dim))
+    weights = graph.call_function(torch.softmax, (masked, -1))
+    return graph.call_function(torch.matmul, (weights, value))
+
+
+_SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+_SDPA_DEFAULTS = {
+    "attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None, "enable_gqa": False,
+}  # fmt: skip
+
+
+def _decompose_scaled_dot_product_attention(gm: fx.GraphModule) -> None:
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not F.scaled_dot_product_attention:
+            continue
+        bound = _bound(node, _SDPA_ARGS, _SDPA_DEFAULTS)
+        if not isinstance(bound["dropout_p"], (int, float)) or bound["dropout_p"] != 0:
+            raise TrainingModeError(
+                f"scaled_dot_product_attention node {node.name!r} has dropout_p="
+                f"{bound['dropout_p']!r}: it drops attention weights at random (in any mode). "
+                "Fix: call model.eval() (models pass dropout_p=0 in eval mode) or set it to 0."
+            )
+        query, key, value = bound["query"], bound["key"], bound["value"]
+        with graph.inserting_before(node):
+            head_dim = None
+            if bound["scale"] is None:
+                head_dim = graph.call_method("size", (query, -1))
+            if bound["enable_gqa"]:
+                query_heads = graph.call_method("size", (query, -3))
+                key = graph.call_function(ops.repeat_heads, (key, query_heads))
+                value = graph.call_function(ops.repeat_heads, (value, query_heads))
+            result = _attention(
+                graph, query, key, value, bound["attn_mask"], bound["is_causal"],
+                bound["scale"], head_dim,
+            )  # fmt: skip
+        result.meta = {**node.meta, _canonical._NAME: node.name}
+        node.replace_all_uses_with(result)
+        graph.erase_node(node)
+
+
+def _is(node: Any, targets: tuple) -> bool:
+    return (
+        isinstance(node, fx.Node)
+        and node.op in ("call_function", "call_method")
+        and (node.target in targets)
+    )
+
+
+_POW = (operator.pow, torch.pow, "pow")
+_MEAN = (torch.mean, "mean")
+_RSQRT = (torch.rsqrt, "rsqrt")
+_ADD = (operator.add, torch.add, "add")
+_MUL = (operator.mul, torch.mul, "mul")
+_CASTS = ("to", "float", "type_as", "double")
+
+
+def _uncast(node: Any) -> Any:
+    while _is(node, _CASTS):
+        node = node.args[0]
+    return node
+
+
+def _rms_of(node: Any) -> tuple[Any, float] | None:
+    """`(x, eps)` if `node` is `rsqrt(mean(x ** 2, -1, keepdim=True) + eps)`, else None."""
+    if not _is(node, _RSQRT) or not _is(node.args[0], _ADD):
+        return None
+    total = node.args[0]
+    mean, eps = total.args[:2]
+    if isinstance(mean, (int, float)):
+        mean, eps = eps, mean
+    if not _is(mean, _MEAN) or not isinstance(eps, (int, float)):
+        return None
+    dim = mean.args[1] if len(mean.args) > 1 else mean.kwargs.get("dim")
+    keepdim = mean.args[2] if len(mean.args) > 2 else mean.kwargs.get("keepdim", False)
+    if dim not in (-1, [-1], (-1,)) or not keepdim:
+        return None
+    square = mean.args[0]
+    if not _is(square, _POW) or square.args[1] != 2:
+        return None
+    return square.args[0], float(eps)
+
+
+def _fold_rms_norms(gm: fx.GraphModule) -> None:
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if not _is(node, _MUL) or len(node.args) != 2:
+            continue
+        for x, other in (node.args, tuple(reversed(node.args))):
+            found = _rms_of(other)
+            if found is None or _uncast(found[0]) is not _uncast(x):
+                continue
+            with graph.inserting_before(node):
+                folded = graph.call_function(ops.rms_normalize, (x, found[1]))
+            folded.meta = {**node.meta, _canonical._NAME: node.name}
+            node.replace_all_uses_with(folded)
+            graph.erase_node(node)
+            break
+
+
+_NONLINEAR_MODULES = (
+    nn.SiLU, nn.GELU, nn.Sigmoid, nn.Hardsigmoid, nn.Tanh, nn.ReLU, nn.Mish, nn.Hardswish,
+    nn.Softplus, nn.ELU,
+)  # fmt: skip
+_NONLINEAR = (
+    F.silu, F.gelu, torch.sigmoid, F.sigmoid, F.hardsigmoid, torch.tanh, F.tanh, torch.relu,
+    F.relu, F.mish, F.hardswish, F.softplus, F.elu,
+    "silu", "sigmoid", "tanh", "relu",
+)  # fmt: skip
+
+
+def _is_nonlinearity(node: Any) -> bool:
+    node = _uncast(node)
+    if not isinstance(node, fx.Node):
+        return False
+    if node.op == "call_module":
+        return isinstance(node.graph.owning_module.get_submodule(node.target), _NONLINEAR_MODULES)
+    return node.op in ("call_function", "call_method") and node.target in _NONLINEAR
+
+
+def _is_tensor_node(node: Any) -> bool:
+    return isinstance(node, fx.Node) and node.op != "get_attr"
+
+
+def _mark_gated_products(gm: fx.GraphModule) -> None:
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if not _is(node, _MUL) or len(node.args) != 2 or node.kwargs:
+            continue
+        first, second = node.args
+        if not (_is_tensor_node(first) and _is_tensor_node(second)):
+            continue
+        gates = (_is_nonlinearity(first), _is_nonlinearity(second))
+        if gates.count(True) != 1:
+            continue
+        gate, signal = (first, second) if gates[0] else (second, first)
+        with graph.inserting_before(node):
+            gated = graph.call_function(ops.gated_product, (gate, signal))
+        gated.meta = {**node.meta, _canonical._NAME: node.name}
+        node.replace_all_uses_with(gated)
+        graph.erase_node(node)
