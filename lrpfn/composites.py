@@ -266,11 +266,21 @@ def as_composite(mapping: Any) -> Composite:
     if isinstance(mapping, Mapping):
         return Composite(tuple(mapping.items()))
     if callable(mapping):
-        return Composite(((_ANY, mapping),))
+        return Composite(((_single_rule_family(mapping), mapping),))
     raise InvalidRuleError(
         f"rules must be a rule, a dict of rules, a Composite or a rule key, got {mapping!r}. "
         f"Known keys: {', '.join([*RULE_KEYS, *PRESETS])}."
     )
+
+
+def _single_rule_family(rule: Any) -> Family:
+    """The nodes a single rule applies to: its own family for the attention rules, else
+    every linear node."""
+    if isinstance(rule, (AttnSoftmax, StopSoftmax)):
+        return SOFTMAX
+    if isinstance(rule, (UniformProduct, ConstantAttention)):
+        return MATMUL
+    return _ANY
 
 
 def node_infos(gm: fx.GraphModule, handlers: Mapping[fx.Node, Handler]) -> tuple[NodeInfo, ...]:

@@ -91,11 +91,15 @@ def _softmax(step: Step) -> tuple:
 
 
 _SOFTMAX_TARGETS = (torch.softmax, F.softmax, "softmax")
-_TRANSPARENT = {F.dropout, "to", "float", "type_as", "contiguous", "clone", "detach", "half"}
+_TRANSPARENT = {
+    F.dropout, "to", "float", "type_as", "contiguous", "clone", "detach", "half",
+    "transpose", "permute", "view", "reshape", "expand", "flatten", "unflatten",
+    torch.transpose, torch.permute, torch.reshape, torch.flatten,
+}  # fmt: skip
 
 
 def from_softmax(node: Any, depth: int = 4) -> bool:
-    """Whether `node` is a softmax's output, through dropouts, casts and copies."""
+    """Whether `node` is a softmax's output, through dropouts, casts, copies and reshapes."""
     for _ in range(depth + 1):
         if not isinstance(node, fx.Node):
             return False
