@@ -89,10 +89,10 @@ def test_cp_lrp_conserves_on_bias_free_attention_blocks(
     seed=st.integers(0, 2**16),
 )
 def test_uniform_rule_gives_each_operand_half(shape, seed):
-    batch, i, l, j = shape
+    batch, i, inner, j = shape
     generator = torch.Generator().manual_seed(seed)
-    a = torch.randn(batch, i, l, dtype=DTYPE, generator=generator)
-    b = torch.randn(batch, l, j, dtype=DTYPE, generator=generator)
+    a = torch.randn(batch, i, inner, dtype=DTYPE, generator=generator)
+    b = torch.randn(batch, inner, j, dtype=DTYPE, generator=generator)
     relevance = torch.randn(batch, i, j, dtype=DTYPE, generator=generator)
 
     class Product(nn.Module):
