@@ -82,20 +82,24 @@ def gated_product(gate: Tensor, signal: Tensor) -> Tensor:
 
 
 def attention_mask(
-    attn_mask: Tensor | None, key_padding_mask: Tensor | None, heads: int
+    attn_mask: Tensor | None,
+    key_padding_mask: Tensor | None,
+    heads: int,
+    dtype: torch.dtype | None = None,
 ) -> Tensor | None:
     """`nn.MultiheadAttention`'s masks (boolean `True` = not attended, or additive floats;
     `attn_mask` of shape `(L, S)` or `(batch * heads, L, S)`, `key_padding_mask` of shape
     `(batch, S)`) as one additive float mask broadcasting to `(batch, heads, L, S)`."""
     total = None
-    for mask in (attn_mask, key_padding_mask):
+    for mask, padding in ((attn_mask, False), (key_padding_mask, True)):
         if mask is None:
             continue
         if mask.dtype == torch.bool:
-            mask = torch.zeros(mask.shape, device=mask.device).masked_fill(mask, float("-inf"))
-        if mask is key_padding_mask and mask.ndim == 2:
+            zeros = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+            mask = zeros.masked_fill(mask, float("-inf"))
+        if padding and mask.ndim == 2:
             mask = mask[:, None, None, :]
-        elif mask is not key_padding_mask and mask.ndim == 3:
+        elif not padding and mask.ndim == 3:
             mask = mask.unflatten(0, (-1, heads))
         total = mask if total is None else total + mask
     return total

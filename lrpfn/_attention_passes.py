@@ -129,7 +129,7 @@ def _decompose_multihead_attention(gm: fx.GraphModule) -> None:
             query, key, value = heads
             mask = graph.call_function(
                 ops.attention_mask,
-                (bound["attn_mask"], bound["key_padding_mask"], module.num_heads),
+                (bound["attn_mask"], bound["key_padding_mask"], module.num_heads, weight.dtype),
             )
             scale = float(module.head_dim) ** -0.5
             output = _attention(graph, query, key, value, mask, False, scale, None)
@@ -188,7 +188,10 @@ def _decompose_scaled_dot_product_attention(gm: fx.GraphModule) -> None:
             if bound["scale"] is None:
                 head_dim = graph.call_method("size", (query, -1))
             if bound["enable_gqa"]:
-                query_heads = graph.call_method("size", (query, -3))
+                # size()[-3], not size(-3): the traversal keeps only values derived from
+                # shape queries (getitem), never a shape query's own result, for backward steps
+                shape = graph.call_method("size", (query,))
+                query_heads = graph.call_function(operator.getitem, (shape, -3))
                 key = graph.call_function(ops.repeat_heads, (key, query_heads))
                 value = graph.call_function(ops.repeat_heads, (value, query_heads))
             result = _attention(
