@@ -178,10 +178,8 @@ class EncoderLayer(nn.Module):
         context = torch.matmul(torch.softmax(scores, dim=-1), v).permute(0, 2, 1, 3).flatten(-2)
         x = self.attention_norm(self.output(context) + x)
         hidden = self.intermediate(x)
-        if self.lxt:
-            hidden = _lxt_rules().identity_rule_implicit(F.gelu, hidden)
-        else:
-            hidden = F.gelu(hidden)
+        gelu = _lxt_rules().identity_rule_implicit if self.lxt else (lambda f, t: f(t))
+        hidden = gelu(F.gelu, hidden)
         return self.output_norm(self.mlp_output(hidden) + x)
 
 
@@ -205,8 +203,6 @@ class Encoder(nn.Module):
         for layer in self.layers:
             x = layer(x, self.mask)
         pooled = self.pooler(x[:, 0])
-        if self.lxt:
-            pooled = _lxt_rules().identity_rule_implicit(torch.tanh, pooled)
-        else:
-            pooled = torch.tanh(pooled)
+        tanh = _lxt_rules().identity_rule_implicit if self.lxt else (lambda f, t: f(t))
+        pooled = tanh(torch.tanh, pooled)
         return self.classifier(pooled)

@@ -238,7 +238,9 @@ def test_alpha_minus_beta_not_one_names_both_values_and_a_valid_choice(alpha, be
 
 
 def test_negative_beta_is_rejected_even_when_alpha_minus_beta_is_one():
-    with pytest.raises(InvalidRuleError, match=r"AlphaBeta\(beta=\.\.\.\) must be a finite number >= 0, got -0.5"):
+    with pytest.raises(
+        InvalidRuleError, match=r"AlphaBeta\(beta=\.\.\.\) must be a finite number >= 0, got -0.5"
+    ):
         rules.AlphaBeta(alpha=0.5, beta=-0.5)
 
 

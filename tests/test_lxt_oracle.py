@@ -18,7 +18,7 @@ from lrpfn import composites
 
 pytest.importorskip("lxt.efficient.rules", reason="lxt (the oracle) is a test extra")
 
-from attention_models import DTYPE, Decoder, Encoder  # noqa: E402
+from attention_models import DTYPE, Decoder, Encoder
 
 PRESETS = {"attnlrp": composites.attnlrp, "cp_lrp": composites.cp_lrp}
 
