@@ -13,10 +13,15 @@ from types import MappingProxyType
 from typing import Any
 
 from .._handlers import CORE_HANDLERS, Handler
+from . import exported, normalization
 
 __all__ = ["HANDLERS"]
 
-_FAMILIES: tuple[Mapping[Any, Handler], ...] = (CORE_HANDLERS,)
+_FAMILIES: tuple[Mapping[Any, Handler], ...] = (
+    CORE_HANDLERS,
+    exported.HANDLERS,
+    normalization.HANDLERS,
+)
 
 
 def _merged(families: tuple[Mapping[Any, Handler], ...]) -> Mapping[Any, Handler]:
