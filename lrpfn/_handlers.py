@@ -40,7 +40,7 @@ from ._ops import channel_affine, padded_convolution
 from .layers import ChannelAffine, Convolution, Dense, Layer, LinearFunction, Normalization, Sum
 from .rules._base import Activations
 
-__all__ = ["CORE_HANDLERS", "Handler", "Step", "handler_for"]
+__all__ = ["CORE_HANDLERS", "Handler", "Step", "handler_for", "linear_handler"]
 
 
 @dataclass
@@ -135,6 +135,13 @@ def _linear(build: Callable[[Step], Layer]) -> Callable[[Step], tuple]:
         return (apply_rule(step.rule, layer, activations, step.relevance),)
 
     return backward
+
+
+def linear_handler(
+    build: Callable[[Step], Layer], rule: str = "required", nonnegative: str | None = None
+) -> Handler:
+    """A handler for an affine op: `build(step)` makes its `Layer`, the node's rule explains it."""
+    return Handler("linear", _linear(build), rule=rule, nonnegative=nonnegative)
 
 
 def _arg(step: Step, index: int, name: str, default: Any = None) -> Any:

@@ -19,7 +19,8 @@ from torch import fx
 
 from ._canonical import SOURCE, canonicalize
 from ._capture import TRACE_LOCK, capture
-from ._families import HANDLERS
+from ._families import HANDLERS, exported
+from ._families.normalization import CONSTANT_STATISTIC_METHODS, CONSTANT_STATISTICS
 from ._handlers import ROUTE, Handler, handler_for
 from .composites import resolve
 from .errors import InvalidRuleError, UnsupportedNodeError
@@ -42,6 +43,12 @@ class Plan:
             wherever their output is <= 0.
         backward_uses: how many backward steps read each node's value (the forward keeps
             those values, the walk frees each after its last read).
+        front_end: the capture that made the graph: "fx" (`torch.fx.symbolic_trace`),
+            "export" (`torch.export`, specialised to `input_shape`) or "graph" (a
+            `GraphModule` passed in).
+        input_shape: the input shape an "export" graph is specialised to, else None.
+        output_key: "logits" where the model returns a mapping (a dict, a Hugging Face
+            `ModelOutput`) and its logits are explained, else None.
     """
 
     module: fx.GraphModule
@@ -52,10 +59,18 @@ class Plan:
     nonnegative: frozenset
     zero_where_nonpositive: frozenset = frozenset()
     backward_uses: Mapping[fx.Node, int] = field(default_factory=dict)
+    front_end: str = "fx"
+    input_shape: tuple[int, ...] | None = None
+    output_key: str | None = None
 
     def __repr__(self) -> str:
         lines = "\n".join(f"  {name}: {rule!r}" for name, rule in self.rules.items())
-        return f"Plan({type(self.module).__name__}, rules={{\n{lines}\n}})"
+        captured = f"front_end={self.front_end!r}"
+        if self.input_shape is not None:
+            captured += f", input_shape={self.input_shape}"
+        if self.output_key is not None:
+            captured += f", output_key={self.output_key!r}"
+        return f"Plan({type(self.module).__name__}, {captured}, rules={{\n{lines}\n}})"
 
 
 def prepare(
@@ -64,6 +79,7 @@ def prepare(
     handlers: Mapping[Any, Handler] | None = None,
     *,
     pattern: Any = None,
+    example_input: torch.Tensor | None = None,
 ) -> Plan:
     """Capture `model`, canonicalize it, check every node and resolve `rules`.
 
@@ -78,9 +94,12 @@ def prepare(
             `{MyModule: lrpfn.handlers.PASS}`).
         pattern: the `lrpfn.patterns.Patterns` for TorchLRP's keys "patternnet" and
             "patternattribution" (`prepare(model, "patternnet", pattern=patterns)`).
+        example_input: an input batch. Where `torch.fx.symbolic_trace` cannot trace the
+            model, `torch.export` captures it at this input's shape (the plan then
+            explains inputs of that shape only; `lrpfn.lrp(model, x)` passes its `x`).
 
     Raises:
-        TraceError: the model cannot be traced by `torch.fx`.
+        TraceError: neither `torch.fx` nor `torch.export` captures the model.
         TrainingModeError: a BatchNorm, dropout or stochastic depth is in training mode.
         UnsupportedNodeError: nodes without a handler (all of them listed).
         UnassignedRuleError: nodes with parameters that no key of `rules` matches.
@@ -94,7 +113,8 @@ def prepare(
             )
         rules = rule_from_key(rules, pattern=pattern)
     with TRACE_LOCK.tracing():  # fx patches torch.nn.Module process-wide while tracing
-        gm = canonicalize(capture(model))
+        captured = capture(model, example_input)
+        gm = canonicalize(captured.module)
     data_inputs, positions = _data_flow(gm)
     node_handlers, unsupported = {}, []
     for node in gm.graph.nodes:
@@ -124,6 +144,9 @@ def prepare(
         nonnegative=_nonnegative(gm, node_handlers, data_inputs),
         zero_where_nonpositive=_zero_where_nonpositive(node_handlers, table_of_rules),
         backward_uses=MappingProxyType(_backward_uses(node_handlers, data_inputs)),
+        front_end=captured.front_end,
+        input_shape=captured.input_shape,
+        output_key=captured.output_key,
     )
 
 
@@ -161,12 +184,22 @@ def _nodes_in(arg: Any) -> list[fx.Node]:
 
 
 _SHAPE_QUERIES = {"size", "dim", "numel", "get_device", "stride", "__len__"}
+_SHAPE_FUNCTIONS = frozenset(exported.SHAPE_QUERIES)
 
 
 def _is_shape_query(node: fx.Node) -> bool:
+    """A node whose result carries no relevance: a shape (`x.size()`, `x.shape`, export's
+    `sym_size`) or a statistic held constant (a vector norm, see `_families.normalization`)."""
     if node.op == "call_method":
-        return node.target in _SHAPE_QUERIES
-    return node.op == "call_function" and getattr(node.target, "__name__", "") in ("getattr", "len")
+        return node.target in _SHAPE_QUERIES or node.target in CONSTANT_STATISTIC_METHODS
+    if node.op != "call_function":
+        return False
+    if getattr(node.target, "__name__", "") in ("getattr", "len"):
+        return True
+    try:
+        return node.target in _SHAPE_FUNCTIONS or node.target in CONSTANT_STATISTICS
+    except TypeError:  # unhashable target
+        return False
 
 
 def _nonnegative(gm, handlers, data_inputs) -> frozenset:

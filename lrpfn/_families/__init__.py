@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .._handlers import CORE_HANDLERS, Handler
-from . import attention, rms_norm
+from . import attention, exported, normalization, rms_norm
 
 __all__ = ["HANDLERS"]
 
@@ -21,6 +21,8 @@ _FAMILIES: tuple[Mapping[Any, Handler], ...] = (
     CORE_HANDLERS,
     attention.HANDLERS,
     rms_norm.HANDLERS,
+    exported.HANDLERS,
+    normalization.HANDLERS,
 )
 
 
