@@ -11,7 +11,10 @@ user's model is never touched):
    `softmax` and `P @ V`;
 3. the computed RMSNorm `x * rsqrt(mean(x ** 2, -1, keepdim=True) + eps)` (as Llama,
    Mistral and T5 write it, with casts around it) becomes one `rms_normalize(x, eps)` node;
-4. an elementwise product of two tensors of which exactly one is computed by an
+4. the computed tanh GELU `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x ** 3)))`
+   (GPT-2's `gelu_new`) becomes `F.gelu(x, approximate="tanh")`, an elementwise
+   activation (AttnLRP's identity rule), instead of products and powers of `x`;
+5. an elementwise product of two tensors of which exactly one is computed by an
    elementwise non-linearity (SwiGLU's `silu(gate) * up`) becomes
    `gated_product(gate, signal)`, so product rules know which operand is the gate.
 
@@ -20,6 +23,7 @@ The ops inserted are in `lrpfn._attention_ops`; their handlers in `lrpfn._famili
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
@@ -31,17 +35,45 @@ from . import (
     _attention_ops as ops,
     _canonical,  # its names are read at call time: _canonical imports this module
 )
-from .errors import TrainingModeError
+from .errors import TrainingModeError, UnsupportedNodeError
 
 __all__ = ["rewrite_attention"]
 
 
 def rewrite_attention(gm: fx.GraphModule) -> None:
-    """Apply the passes of the module docstring to `gm` in place."""
+    """Apply the passes of the module docstring to `gm` in place.
+
+    Raises:
+        UnsupportedNodeError: the graph holds the remains of a `vmap` (transformers builds
+            its causal masks with one), which a captured graph cannot replay.
+    """
+    _refuse_vmap_remains(gm)
     _decompose_multihead_attention(gm)
     _decompose_scaled_dot_product_attention(gm)
     _fold_rms_norms(gm)
+    _fold_tanh_gelus(gm)
     _mark_gated_products(gm)
+
+
+_VMAP_REMAINS = ("_add_batch_dim", "_remove_batch_dim")
+
+
+def _refuse_vmap_remains(gm: fx.GraphModule) -> None:
+    found = [
+        node.name
+        for node in gm.graph.nodes
+        if node.op == "call_function"
+        and getattr(node.target, "__module__", "") == "torch._functorch.predispatch"
+        and getattr(node.target, "__name__", "") in _VMAP_REMAINS
+    ]
+    if found:
+        raise UnsupportedNodeError(
+            f"the captured graph holds the batch-dimension ops of a vmap ({', '.join(found[:4])}"
+            f"{', ...' if len(found) > 4 else ''}): the model builds a constant (for Hugging Face "
+            "models, the causal attention mask) with torch.vmap, which the graph cannot replay. "
+            "Fix: explain language models with lrpfn.text.explain(model, input_ids), which "
+            "passes the mask in, or pass a 4-d attention_mask to the model yourself."
+        )
 
 
 def _fresh_name(gm: fx.GraphModule, base: str) -> str:
@@ -211,12 +243,14 @@ def _is(node: Any, targets: tuple) -> bool:
     )
 
 
-_POW = (operator.pow, torch.pow, "pow")
-_MEAN = (torch.mean, "mean")
-_RSQRT = (torch.rsqrt, "rsqrt")
+aten = torch.ops.aten
+# torch-level callables, method names, and the aten packets `torch.export` graphs keep
+_POW = (operator.pow, torch.pow, "pow", aten.pow)
+_MEAN = (torch.mean, "mean", aten.mean)
+_RSQRT = (torch.rsqrt, "rsqrt", aten.rsqrt)
 _ADD = (operator.add, torch.add, "add")
 _MUL = (operator.mul, torch.mul, "mul")
-_CASTS = ("to", "float", "type_as", "double")
+_CASTS = ("to", "float", "type_as", "double", aten.to, aten._to_copy, aten.type_as)
 
 
 def _uncast(node: Any) -> Any:
@@ -260,6 +294,60 @@ def _fold_rms_norms(gm: fx.GraphModule) -> None:
             node.replace_all_uses_with(folded)
             graph.erase_node(node)
             break
+
+
+_TANH = (torch.tanh, "tanh", aten.tanh)
+
+
+def _scaled_by(node: Any, factor: float) -> Any:
+    """`x` if `node` is `x * factor` or `factor * x` (factor to 1e-6 relative), else None."""
+    if not _is(node, _MUL) or len(node.args) != 2:
+        return None
+    for x, constant in (node.args, tuple(reversed(node.args))):
+        if isinstance(constant, (int, float)) and abs(constant - factor) <= 1e-6 * factor:
+            return x
+    return None
+
+
+def _plus(node: Any, constant: float) -> Any:
+    if not _is(node, _ADD) or len(node.args) != 2:
+        return None
+    for x, value in (node.args, tuple(reversed(node.args))):
+        if isinstance(value, (int, float)) and value == constant:
+            return x
+    return None
+
+
+def _tanh_gelu_input(node: fx.Node) -> Any:
+    """`x` if `node` computes `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x ** 3)))`."""
+    for half, rest in (node.args, tuple(reversed(node.args))):
+        x = _scaled_by(half, 0.5)
+        tanh = _plus(rest, 1.0)
+        if x is None or not _is(tanh, _TANH):
+            continue
+        inner = _scaled_by(tanh.args[0], (2 / math.pi) ** 0.5)
+        if not _is(inner, _ADD) or len(inner.args) != 2 or x not in inner.args:
+            continue
+        cubic = inner.args[1] if inner.args[0] is x else inner.args[0]
+        cube = _scaled_by(cubic, 0.044715)
+        if _is(cube, _POW) and cube.args[0] is x and cube.args[1] == 3:
+            return x
+    return None
+
+
+def _fold_tanh_gelus(gm: fx.GraphModule) -> None:
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if not _is(node, _MUL) or len(node.args) != 2:
+            continue
+        x = _tanh_gelu_input(node)
+        if x is None:
+            continue
+        with graph.inserting_before(node):
+            gelu = graph.call_function(F.gelu, (x,), {"approximate": "tanh"})
+        gelu.meta = {**node.meta, _canonical._NAME: node.name}
+        node.replace_all_uses_with(gelu)
+        graph.erase_node(node)
 
 
 _NONLINEAR_MODULES = (
