@@ -110,7 +110,7 @@ def test_untouched_model():
         assert torch.equal(value, before[name][0]) and value._version == before[name][1]
 
 
-def test_a_hugging_face_decoder_outside_text_gets_a_named_error():
+def test_a_hugging_face_decoder_outside_text_is_explained_or_named():
     class Logits(torch.nn.Module):
         def __init__(self, model):
             super().__init__()
@@ -119,8 +119,12 @@ def test_a_hugging_face_decoder_outside_text_gets_a_named_error():
         def forward(self, embeddings):
             return self.model(inputs_embeds=embeddings).logits[:, -1]
 
-    with pytest.raises(lrpfn.errors.UnsupportedNodeError, match=r"lrpfn\.text\.explain"):
-        lrpfn.lrp(Logits(_llama().eval()), torch.randn(1, 4, 16), composites.attnlrp())
+    try:
+        relevance = lrpfn.lrp(Logits(_llama().eval()), torch.randn(1, 4, 16), composites.attnlrp())
+    except lrpfn.errors.UnsupportedNodeError as error:  # transformers 4.x: a vmap-built mask
+        assert "lrpfn.text.explain" in str(error)
+    else:  # transformers 5.x builds the causal mask without vmap under torch.export
+        assert torch.isfinite(relevance).all()
 
 
 def test_invalid_input_ids():
