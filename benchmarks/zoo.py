@@ -164,7 +164,8 @@ def zoo_row(name: str, model: torch.nn.Module, size: int, repeats: int = 3) -> d
         row["explained"] = "yes"
     row["ΣR"] = float(relevance.sum())
     row["logit"] = float(output[0, target])
-    row["ΣR / logit"] = row["ΣR"] / row["logit"]
+    # vit_b_16 starts its head at zero (logit 0 with random weights)
+    row["ΣR / logit"] = row["ΣR"] / row["logit"] if row["logit"] else float("nan")
     row["LRP-0, no biases: |ΣR / logit - 1|"] = abs(conserved - 1.0)
     row["s / image"] = statistics.median(times)
     return row
