@@ -216,7 +216,7 @@ def plot_curves(
         axis.set_title(f"{heading} (AOPC in brackets)", fontsize=9)
         axis.set_xlabel("perturbation steps k")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=6, ncol=1 if len(comparison.methods) < 9 else 2)
+        axis.legend(fontsize=6, ncol=1 if len(comparison.methods) < 9 else 2, loc="lower left")
     axes[0].set_ylabel("mean explained logit f(x^k)")
     if title:
         figure.suptitle(title, fontsize=10)
