@@ -149,3 +149,17 @@ def test_ssim_equals_scikit_image(data_range):
     np.testing.assert_allclose(
         evaluate.ssim(a, b, data_range).numpy(), expected, rtol=0, atol=1e-12
     )
+
+
+def test_the_benchmark_measures_the_same_work_as_quantus(monkeypatch):
+    """benchmarks/bench_evaluate.py on a tiny model: both libraries run, and agree."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import bench_evaluate
+
+    model, x, relevance, _ = _batch(channels=3, size=32, count=2, seed=6)
+    with torch.no_grad():
+        seconds, difference = bench_evaluate.measure(
+            model, x, relevance, steps=3, batch_size=4, repeats=1, device="cpu"
+        )
+    assert set(seconds) == {"lrpfn", "Quantus"} and min(seconds.values()) > 0
+    assert difference < TOLERANCE
