@@ -339,3 +339,12 @@ def test_compare_refuses_a_target_for_methods_that_cannot_take_one():
     model = tiny_models.tiny_cnn()
     with pytest.raises(InvalidEvaluationError, match="takes only x"):
         evaluate.compare(model, torch.randn(2, 3, 8, 8), {"f": lambda x: x}, target=0, patch=2)
+
+
+def test_conservation_error_of_a_zero_logit_is_the_absolute_error_not_nan():
+    """f(x) = 0 for x = 0 with a bias-free linear model; a method returning ones has the
+    absolute conservation error 64 (the sum of 64 ones)."""
+    model = linear_model(torch.ones(2, 64, dtype=torch.float64))
+    x = torch.zeros(2, 1, 8, 8, dtype=torch.float64)
+    table = evaluate.compare(model, x, {"ones": lambda x: torch.ones_like(x)}, patch=4, perturbation=0.0)
+    assert table.methods[0].conservation_error == 64.0

@@ -3,8 +3,8 @@ r"""Compare explanation methods on one model and data: AOPC, conservation, time.
 For each method, the relevance of the batch is timed, its conservation error measured,
 $\frac{1}{N} \sum_i |\sum_j R_{ij} - f_{t_i}(x_i)| \,/\, |f_{t_i}(x_i)|$ (0 for a
 conservative rule without biases), and region perturbation run most relevant first and
-least relevant first; one random order is the baseline. `plot_curves` draws the mean
-curves.
+least relevant first; one random order is the baseline (where $f_{t_i}(x_i) = 0$ the
+conservation error is the absolute one). `plot_curves` draws the mean curves.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def compare(
     for name, method in methods.items():
         explain = _explainer(name, method, model, target)
         relevance, seconds = _timed(explain, x, index)
-        error = (relevance.flatten(1).sum(1) - logit).abs() / logit.abs()
+        error = _conservation_error(relevance, logit)
         morf = region_perturbation(model, x, relevance, index, order="morf", **options)
         lerf = region_perturbation(model, x, relevance, index, order="lerf", **options)
         rows.append(
@@ -170,6 +170,14 @@ def _required_arguments(method: Any) -> int | None:
         for parameter in inspect.signature(method).parameters.values()
         if parameter.kind in kinds and parameter.default is inspect.Parameter.empty
     )
+
+
+def _conservation_error(relevance: Tensor, logit: Tensor) -> Tensor:
+    """$|\\sum_j R_{ij} - f(x_i)| / |f(x_i)|$ per sample; the absolute error where
+    $f(x_i) = 0$ (never a division by zero)."""
+    error = (relevance.flatten(1).sum(1).to(logit.dtype) - logit).abs()
+    scale = logit.abs()
+    return torch.where(scale > 0, error / torch.where(scale > 0, scale, 1.0), error)
 
 
 def _timed(explain: Callable, x: Tensor, index: Tensor) -> tuple[Tensor, float]:
