@@ -222,6 +222,8 @@ def test_relevance_of_the_wrong_shape_and_a_training_model_are_refused():
         evaluate.region_perturbation(model, x, torch.randn(2, 8, 9))
     with pytest.raises(InvalidEvaluationError, match=r"\(batch, C, H, W\)"):
         evaluate.region_perturbation(model, x[0], torch.randn(8, 8))
+    with pytest.raises(InvalidEvaluationError, match="NaN or inf"):
+        evaluate.region_perturbation(model, x, torch.full((2, 8, 8), float("nan")))
     with pytest.raises(TrainingModeError):
         evaluate.region_perturbation(model.train(), x, torch.randn(2, 8, 8))
 
@@ -346,5 +348,7 @@ def test_conservation_error_of_a_zero_logit_is_the_absolute_error_not_nan():
     absolute conservation error 64 (the sum of 64 ones)."""
     model = linear_model(torch.ones(2, 64, dtype=torch.float64))
     x = torch.zeros(2, 1, 8, 8, dtype=torch.float64)
-    table = evaluate.compare(model, x, {"ones": lambda x: torch.ones_like(x)}, patch=4, perturbation=0.0)
+    table = evaluate.compare(
+        model, x, {"ones": lambda x: torch.ones_like(x)}, patch=4, perturbation=0.0
+    )
     assert table.methods[0].conservation_error == 64.0

@@ -33,6 +33,11 @@ def heatmaps(relevance: Tensor, x: Tensor) -> Tensor:
             f"relevance of shape {tuple(relevance.shape)} does not fit the input of shape "
             f"{tuple(x.shape)}: pass one map per sample, (batch, C, H, W) or (batch, H, W)."
         )
+    if not bool(torch.isfinite(relevance).all()):
+        raise InvalidEvaluationError(
+            "relevance contains NaN or inf, so its order is undefined: clean it first "
+            "(e.g. torch.nan_to_num) or fix the method that produced it."
+        )
     return relevance
 
 
