@@ -33,7 +33,8 @@ CSV_COLUMNS = ("method", "aopc_morf", "aopc_lerf", "conservation_error", "ms_per
 
 @dataclass(frozen=True)
 class MethodScores:
-    """One method's row of a `Comparison` (AOPC and errors are means over the samples)."""
+    """One method's row of a `Comparison` (AOPC and errors are means over the samples;
+    the time is that of explaining the whole batch at once, over the batch size)."""
 
     name: str
     aopc_morf: float
@@ -181,6 +182,9 @@ def _conservation_error(relevance: Tensor, logit: Tensor) -> Tensor:
 
 
 def _timed(explain: Callable, x: Tensor, index: Tensor) -> tuple[Tensor, float]:
+    """The relevance of `x` and the seconds it took, after an untimed warm-up call on
+    the first sample (first-call costs are not per-sample costs)."""
+    explain(x[:1], index[:1])
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
     started = time.perf_counter()
