@@ -512,3 +512,21 @@ def test_lrpfns_gradient_key_with_a_one_hot_start_is_the_input_gradient(mnist):
     start = F.one_hot(output.argmax(1), 5).double().detach()
     assert_matches(lrpfn.lrp(model, x.detach(), "gradient", output_relevance=start), x.grad)
     assert_matches(torchlrp.lrp(model, x.detach(), "gradient"), x.grad)
+
+
+def test_torchlrp_stabilizes_an_exactly_zero_output_downwards():
+    # z = W a + b = (1 - 1 + 0, 0 + 0 - 1) = (0, -1) for a = (1, 1): the argmax is output 0
+    # with z = 0, where TorchLRP divides by z - eps (its sign is -1 at 0), so
+    # R_in = a * W[0] / (0 - eps) = (1, -1) / -eps; lrpfn's Epsilon divides by z + eps.
+    model = nn.Sequential(nn.Linear(2, 2)).double()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, -1.0], [0.0, 0.0]]))
+        model[0].bias.copy_(torch.tensor([0.0, -1.0]))
+    x = torch.ones(1, 2, dtype=torch.float64)
+    eps = FLOAT32_TENTH
+    expected = torch.tensor([[-1.0 / eps, 1.0 / eps]], dtype=torch.float64)
+    assert torch.equal(torchlrp.lrp(model, x, "epsilon"), expected)
+    start = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    assert torch.equal(
+        lrpfn.lrp(model, x, lrpfn.rules.Epsilon(eps), output_relevance=start), -expected
+    )
