@@ -16,7 +16,8 @@ README's model, and a small VGG (torchvision's VGG layout: features, adaptive av
 pooling to 7x7, classifier with dropout) on 16x16 inputs, converted by TorchLRP's
 `convert_vgg` on its side. Patterns: TorchLRP's `fit_patternnet`/`fit_patternnet_positive`
 on random data when TorchLRP is there, else lrpfn's `fit(kind="linear")` and
-`fit(kind="positive", mean_y="all")`; both sides get the same patterns.
+`fit(kind="positive", mean_y="all")`; both sides get the same patterns. With TorchLRP, two
+rows per model compare lrpfn's `fit` with TorchLRP's (which runs in float32 only).
 
 Prints one row per model and method: max |difference| / max |reference|.
 """
@@ -143,6 +144,21 @@ def fitted_patterns(model, lrp_model, data, lrp_patterns):
     return {name: [p[key] for key in p] for name, p in fitted.items()}
 
 
+def pattern_agreement(model, data, theirs) -> dict[str, float]:
+    """max over layers of max |lrpfn's fit - TorchLRP's fit| / max |TorchLRP's fit|."""
+    ours = {
+        "all": lrpfn.patterns.fit(model, data, "linear", progress=False),
+        "positive": lrpfn.patterns.fit(model, data, "positive", mean_y="all", progress=False),
+    }
+    return {
+        kind: max(
+            relative(ours[kind][name], reference.double())
+            for name, reference in zip(ours[kind].keys(), theirs[kind], strict=True)
+        )
+        for kind in ours
+    }
+
+
 def rows(name, model, x, data, lrp):
     model = model.double().eval()
     lrp_model = to_torchlrp(model, lrp) if lrp else None
@@ -151,6 +167,9 @@ def rows(name, model, x, data, lrp):
         import lrp.patterns as lrp_patterns  # TorchLRP's pattern fitting (needs tqdm)
     patterns = fitted_patterns(model, lrp_model, data, lrp_patterns)
     plain = torchlrp.convert(lrp_model) if lrp else model
+    if lrp:
+        for kind, difference in pattern_agreement(plain, data, patterns).items():
+            yield name, f"fit ({kind}): lrpfn.patterns.fit vs TorchLRP's", None, difference
     for rule, kind in METHODS:
         listed = None if kind is None else [p.double() for p in patterns[kind]]
         compat = torchlrp.lrp(plain, x, rule, pattern=listed)
