@@ -530,3 +530,12 @@ def test_torchlrp_stabilizes_an_exactly_zero_output_downwards():
     assert torch.equal(
         lrpfn.lrp(model, x, lrpfn.rules.Epsilon(eps), output_relevance=start), -expected
     )
+
+
+def test_a_model_in_training_mode_is_refused_before_it_runs():
+    model = SmallVGG().double()  # dropout in training mode: the argmax would be random
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    with pytest.raises(lrpfn.errors.TrainingModeError):
+        torchlrp.lrp(model, images((1, 3, 8, 8), seed=0), "epsilon")
+    assert calls == []

@@ -12,7 +12,9 @@ other op is routed by its own vector-Jacobian product (`handlers.ROUTE`, the gra
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -75,6 +77,8 @@ def lrp(model: nn.Module, x: Tensor, rule: str, pattern: Any = None) -> Tensor:
         model = convert(model)
     _refuse_batchnorm(model)
     value = _rule_value(model, rule, pattern)
+    # every check (trace, handlers, training mode) before anything runs
+    plan = _api.prepare(model, value, torchlrp_handlers(rescaled=rule.startswith("pattern")))
     _api._check_input(x)
     with torch.no_grad():
         output = model(x)
@@ -85,8 +89,7 @@ def lrp(model: nn.Module, x: Tensor, rule: str, pattern: Any = None) -> Tensor:
             f"returns {shape}."
         )
     start = F.one_hot(output.argmax(1), output.shape[1]).to(output.dtype)
-    table = torchlrp_handlers(rescaled=rule.startswith("pattern"))
-    return _api.lrp(model, x, value, output_relevance=start, handlers=table)
+    return _api.lrp(plan, x, output_relevance=start)
 
 
 def _rule_value(model: nn.Module, rule: str, pattern: Any) -> Any:
@@ -135,7 +138,8 @@ def _rescaled_route(step: Step) -> tuple:
 _RESCALED_ROUTE = Handler("route", _rescaled_route, nonnegative="preserves")
 
 
-def torchlrp_handlers(rescaled: bool = False) -> dict[Any, Handler]:
+@functools.cache
+def torchlrp_handlers(rescaled: bool = False) -> Mapping[Any, Handler]:
     """lrpfn's handler table with TorchLRP's treatment of every op but dense and conv2d.
 
     Every op that carries relevance is routed by its own vector-Jacobian product (its
@@ -148,7 +152,7 @@ def torchlrp_handlers(rescaled: bool = False) -> dict[Any, Handler]:
         rescaled: rescale as TorchLRP's "patternnet" and "patternattribution" do.
 
     Returns:
-        A table for `lrpfn.lrp(..., handlers=)`.
+        A read-only table for `lrpfn.lrp(..., handlers=)`.
     """
     table: dict[Any, Handler] = {}
     for key, handler in HANDLERS.items():
@@ -158,7 +162,7 @@ def torchlrp_handlers(rescaled: bool = False) -> dict[Any, Handler]:
             table[key] = _RESCALED_ROUTE
         else:
             table[key] = ROUTE
-    return table
+    return MappingProxyType(table)
 
 
 def _skips_rescaling(kind: type) -> bool:
