@@ -8,7 +8,9 @@ imported from there, never from lrpfn), each method runs in TorchLRP as its READ
 (`model.forward(x, explain=True, rule=..., pattern=...)`, relevance 1 at the argmax,
 `x.grad`) and is compared with `lrpfn.torchlrp.lrp` and with lrpfn's own key
 (`lrpfn.lrp(model, x, key, output_relevance=one-hot)`, the same start, so that only the
-rules differ). Without it, lrpfn's keys are compared with `lrpfn.torchlrp.lrp`.
+rules differ), and with the key's rule on convolutions and dense layers but the gradient on
+pooling (`{CONVOLUTION: rule, DENSE: rule, POOLING: rules.Gradient()}`), as TorchLRP
+pools. Without it, the same columns are computed against `lrpfn.torchlrp.lrp`.
 
 Models (random weights, float64; nothing is downloaded): TorchLRP's MNIST architecture
 (`examples/utils.py:get_mnist_model`) on 28x28 inputs with 80 % zero pixels, the seed
@@ -18,6 +20,9 @@ pooling to 7x7, classifier with dropout) on 16x16 inputs, converted by TorchLRP'
 on random data when TorchLRP is there, else lrpfn's `fit(kind="linear")` and
 `fit(kind="positive", mean_y="all")`; both sides get the same patterns. With TorchLRP, two
 rows per model compare lrpfn's `fit` with TorchLRP's (which runs in float32 only).
+
+`--vgg11-224` adds torchvision's VGG11 features on one 224x224 input (where VGG's adaptive
+pooling is the identity) with a small classifier, for the methods without patterns.
 
 Prints one row per model and method: max |difference| / max |reference|.
 """
@@ -33,7 +38,8 @@ import torch
 from torch import nn
 
 import lrpfn
-from lrpfn import torchlrp
+from lrpfn import rules, torchlrp
+from lrpfn.composites import CONVOLUTION, DENSE, POOLING
 from lrpfn.patterns import Patterns
 
 METHODS = (
@@ -87,6 +93,20 @@ class SmallVGG(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
+class VGG11At224(SmallVGG):
+    """torchvision's VGG11 features on 224x224 inputs, where the adaptive pooling is the
+    identity (7x7 to 7x7), and a small classifier (random weights)."""
+
+    def __init__(self) -> None:
+        import torchvision
+
+        super().__init__()
+        self.features = torchvision.models.vgg11(weights=None).features
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * 7 * 7, 64), nn.ReLU(True), nn.Dropout(), nn.Linear(64, 10)
+        )
+
+
 def images(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     x = torch.rand(shape, generator=generator, dtype=torch.float64)
@@ -106,10 +126,16 @@ def torchlrp_explanation(lrp_model, x, rule, pattern):
     return x.grad.detach()
 
 
-def lrpfn_key(model, x, rule, patterns):
+def lrpfn_key(model, x, rule, patterns, pooling_by_gradient=False):
+    """lrpfn's key from TorchLRP's start; optionally with pooling mapped to the gradient
+    (the key alone is one rule for every node that takes one, pooling included)."""
     with torch.no_grad():
         output = model(x)
     start = nn.functional.one_hot(output.argmax(1), output.shape[1]).to(output.dtype)
+    if pooling_by_gradient:
+        value = rules.rule_from_key(rule)
+        mapping = {CONVOLUTION: value, DENSE: value, POOLING: rules.Gradient()}
+        return lrpfn.lrp(model, x, mapping, output_relevance=start)
     return lrpfn.lrp(model, x, rule, output_relevance=start, pattern=patterns)
 
 
@@ -165,28 +191,37 @@ def rows(name, model, x, data, lrp):
     lrp_patterns = None
     if lrp:
         import lrp.patterns as lrp_patterns  # TorchLRP's pattern fitting (needs tqdm)
-    patterns = fitted_patterns(model, lrp_model, data, lrp_patterns)
     plain = torchlrp.convert(lrp_model) if lrp else model
-    if lrp:
-        for kind, difference in pattern_agreement(plain, data, patterns).items():
-            yield name, f"fit ({kind}): lrpfn.patterns.fit vs TorchLRP's", None, difference
+    patterns = {}
+    if data is not None:
+        patterns = fitted_patterns(model, lrp_model, data, lrp_patterns)
+        if lrp:
+            for kind, difference in pattern_agreement(plain, data, patterns).items():
+                yield name, f"fit ({kind}): lrpfn's vs TorchLRP's", None, difference, None
     for rule, kind in METHODS:
+        if kind is not None and kind not in patterns:
+            continue
         listed = None if kind is None else [p.double() for p in patterns[kind]]
         compat = torchlrp.lrp(plain, x, rule, pattern=listed)
         named = None if listed is None else Patterns.from_list(plain, listed)
         own = lrpfn_key(plain, x, rule, named)
+        pooled = None if kind else lrpfn_key(plain, x, rule, None, pooling_by_gradient=True)
         label = rule if kind is None else f"{rule} ({kind})"
-        if lrp:
-            theirs = torchlrp_explanation(lrp_model, x, rule, listed)
-            yield name, label, relative(compat, theirs), relative(own, theirs)
-        else:
-            yield name, label, None, relative(own, compat)
+        reference = torchlrp_explanation(lrp_model, x, rule, listed) if lrp else compat
+        differences = [relative(own, reference)]
+        differences += [None if pooled is None else relative(pooled, reference)]
+        yield name, label, relative(compat, reference) if lrp else None, *differences
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--torchlrp", type=Path, help="a TorchLRP checkout (imports its lrp)")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument(
+        "--vgg11-224",
+        action="store_true",
+        help="also VGG11's features on one 224x224 input, without the pattern methods (slow)",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     lrp = None
@@ -198,18 +233,26 @@ def main() -> None:
         ("seed README", seed_readme_model(), (args.batch, 1, 28, 28)),
         ("small VGG", SmallVGG(), (args.batch, 3, 16, 16)),
     )
-    if lrp:
-        print("| model | TorchLRP method | lrpfn.torchlrp vs TorchLRP | lrpfn key vs TorchLRP |")
-    else:
-        print("| model | TorchLRP method | | lrpfn key vs lrpfn.torchlrp |")
-    print("| :-- | :-- | --: | --: |")
+    reference = "TorchLRP" if lrp else "lrpfn.torchlrp"
+    print(
+        f"| model | TorchLRP method | lrpfn.torchlrp vs {reference} | lrpfn key vs "
+        f"{reference} | lrpfn key, pooling by gradient, vs {reference} |"
+    )
+    print("| :-- | :-- | --: | --: | --: |")
+    if args.vgg11_224:
+        cases += (("VGG11 at 224x224", VGG11At224(), (1, 3, 224, 224)),)
     for index, (name, model, shape) in enumerate(cases):
         x = images(shape, seed=index)
         data = [images(shape, seed=100 + index + 10 * i) for i in range(4)]
-        for model_name, label, compat, own in rows(name, model, x, data, lrp):
-            first = "" if compat is None else f"{compat:.1e}"
-            print(f"| {model_name} | {label} | {first} | {own:.2g} |")
-    print("(max |difference| / max |reference|, float64, batch of", args.batch, "samples)")
+        if isinstance(model, VGG11At224):
+            data = None  # no patterns: fitting on 224x224 patches is slow
+        for model_name, label, *differences in rows(name, model, x, data, lrp):
+            compat, own, pooled = ("" if d is None else f"{d:.2g}" for d in differences)
+            print(f"| {model_name} | {label} | {compat} | {own} | {pooled} |")
+    print(
+        f"(max |difference| / max |reference|, float64, batches of {args.batch} samples"
+        + ("; VGG11 at 224x224: 1 sample)" if args.vgg11_224 else ")")
+    )
 
 
 if __name__ == "__main__":
