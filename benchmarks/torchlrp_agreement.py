@@ -234,9 +234,10 @@ def main() -> None:
         ("small VGG", SmallVGG(), (args.batch, 3, 16, 16)),
     )
     reference = "TorchLRP" if lrp else "lrpfn.torchlrp"
+    first = "lrpfn.torchlrp vs TorchLRP" if lrp else "(no --torchlrp)"
     print(
-        f"| model | TorchLRP method | lrpfn.torchlrp vs {reference} | lrpfn key vs "
-        f"{reference} | lrpfn key, pooling by gradient, vs {reference} |"
+        f"| model | TorchLRP method | {first} | lrpfn key vs {reference} "
+        f"| lrpfn key, pooling by gradient, vs {reference} |"
     )
     print("| :-- | :-- | --: | --: | --: |")
     if args.vgg11_224:

@@ -118,7 +118,7 @@ class UnitMaxRescaled:
     r"""A rule whose input relevance is rescaled per sample to largest magnitude 1.
 
     Definition:
-        $R_{\text{in}} = \mathrm{rescale}(\text{rule}(W, a, R))$ with `rescale_to_unit_max`:
+        $R_{\text{in}} = \mathrm{rescale}(\text{rule}(\text{layer}, a, R))$ with `rescale_to_unit_max`:
         what TorchLRP does to the gradient arriving at the input of every module but ReLU
         and max-pooling when it explains with "patternnet" or "patternattribution".
 
