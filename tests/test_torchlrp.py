@@ -539,3 +539,19 @@ def test_a_model_in_training_mode_is_refused_before_it_runs():
     with pytest.raises(lrpfn.errors.TrainingModeError):
         torchlrp.lrp(model, images((1, 3, 8, 8), seed=0), "epsilon")
     assert calls == []
+
+
+def test_a_pattern_file_written_by_numpy_1_loads_for_a_torchlrp_model(tmp_path, seed_example):
+    model, x = seed_example  # a TorchLRP-style model: load_patterns converts it to name nodes
+    patterns = random_patterns(model, seed=10)
+    written = pickle.dumps([p.numpy() for p in patterns], protocol=2)
+    # NumPy 1.x names its reconstructor numpy.core.multiarray (NumPy 2: numpy._core)
+    written = written.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray" in written
+    path = tmp_path / "mnist_pattern_all.pkl"
+    path.write_bytes(written)
+    loaded = torchlrp.load_patterns(path, model)
+    assert list(loaded.keys()) == ["_0", "_4"]
+    assert all(torch.equal(loaded[n], p) for n, p in zip(loaded.keys(), patterns, strict=True))
+    direct = torchlrp.lrp(model, x, "patternattribution", pattern=patterns)
+    assert torch.equal(torchlrp.lrp(model, x, "patternattribution", pattern=loaded), direct)
