@@ -555,3 +555,9 @@ def test_a_pattern_file_written_by_numpy_1_loads_for_a_torchlrp_model(tmp_path, 
     assert all(torch.equal(loaded[n], p) for n, p in zip(loaded.keys(), patterns, strict=True))
     direct = torchlrp.lrp(model, x, "patternattribution", pattern=patterns)
     assert torch.equal(torchlrp.lrp(model, x, "patternattribution", pattern=loaded), direct)
+
+
+def test_lrpfns_pattern_keys_point_a_list_of_patterns_to_from_list(mnist):
+    model, x = mnist
+    with pytest.raises(InvalidRuleError, match=r"Patterns\.from_list"):
+        lrpfn.lrp(model, x, "patternnet", pattern=random_patterns(model, seed=11))

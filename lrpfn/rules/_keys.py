@@ -43,6 +43,13 @@ def rule_from_key(key: str, **options: Any) -> Any:
             raise InvalidRuleError(
                 f"rule key {key!r} needs patterns: pass pattern=lrpfn.patterns.fit(model, data)."
             )
+        if isinstance(options["pattern"], (list, tuple)):
+            raise InvalidRuleError(
+                f"rule key {key!r} got a list of patterns (TorchLRP's format); naming them "
+                "needs the model: pass pattern=lrpfn.patterns.Patterns.from_list(model, "
+                "patterns), or lrpfn.torchlrp.lrp(model, x, key, pattern=patterns) for "
+                "TorchLRP's numbers."
+            )
         kind = PatternNet if key == "patternnet" else PatternAttribution
         options = dict(options)
         rule = kind(options.pop("pattern"))
