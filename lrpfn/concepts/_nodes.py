@@ -31,14 +31,16 @@ def resolve_node(plan: Plan, name: str) -> fx.Node:
     for node in nodes:
         if node.name == name or node.meta.get(FOLDED) in (name, name.replace(".", "_")):
             return node
-    sourced = [node for node in nodes if _source_name(node) == name]
-    if len(sourced) == 1:
-        return sourced[0]
-    inside = [node for node in nodes if name in _modules_of(node)] or sourced
-    outputs = [node for node in inside if any(user not in inside for user in node.users)]
-    if len(outputs) == 1:
+    calls = _calls(nodes, name)
+    outputs = [
+        node
+        for inside in calls.values()
+        for node in inside
+        if any(user not in inside for user in node.users)
+    ]
+    if len(calls) == 1 and len(outputs) == 1:
         return outputs[0]
-    if len(outputs) > 1:
+    if outputs:
         raise InvalidConditionError(
             f"module {name!r} is called more than once or has several outputs in the graph "
             f"(nodes {', '.join(node.name for node in outputs)}). Fix: name one of these "
@@ -52,17 +54,27 @@ def resolve_node(plan: Plan, name: str) -> fx.Node:
     )
 
 
-def _source_name(node: fx.Node) -> str | None:
-    source = node.meta.get(SOURCE)
-    if source is not None:
-        return source.name
-    return node.target if node.op == "call_module" else None
+def _calls(nodes: list[fx.Node], name: str) -> dict[str, list[fx.Node]]:
+    """The nodes created by each call of module `name`, keyed by call.
 
-
-def _modules_of(node: fx.Node) -> set[str]:
-    """The names of the modules whose forward created `node` (fx's `nn_module_stack`)."""
-    stack = node.meta.get("nn_module_stack") or {}
-    return {key.split("@")[0] for key in stack}
+    fx records the modules whose forward created a node (`nn_module_stack`, keys such as
+    "layer4.1" and "layer4.1.relu@1" for a second call); without that record, each node
+    lowered from a module of that name counts as one call.
+    """
+    calls: dict[str, list[fx.Node]] = {}
+    for node in nodes:
+        for key in node.meta.get("nn_module_stack") or {}:
+            if key.split("@")[0] == name:
+                calls.setdefault(key, []).append(node)
+    if not calls:
+        for node in nodes:
+            source = node.meta.get(SOURCE)
+            called = source.name if source is not None else None
+            if called is None and node.op == "call_module":
+                called = node.target
+            if called == name:
+                calls[node.name] = [node]
+    return calls
 
 
 def downstream(plan: Plan, node: fx.Node) -> frozenset[fx.Node]:
