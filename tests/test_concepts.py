@@ -208,3 +208,24 @@ def test_several_targets_per_sample_are_refused(blocks) -> None:
     plan, x = blocks
     with pytest.raises(InvalidTargetError, match="one target per sample"):
         concepts.conditional(plan, x, None, [{"block": [0]}], target=torch.zeros(3, 2).long())
+
+
+def test_plot_concepts_draws_the_input_and_one_titled_panel_per_concept(tmp_path) -> None:
+    from lrpfn import image
+
+    relevance = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    fields = concepts.receptive_field(relevance[:, None], 0.5)[:, 0]
+    figure = image.plot_concepts(
+        np.zeros((8, 8, 3), np.uint8),
+        relevance,
+        torch.tensor([0.5, 0.25, 0.125]),
+        ["channel 4", "channel 0", "channel 9"],
+        tmp_path / "row.png",
+        fields=fields,
+    )
+    titles = [axis.get_title() for axis in figure.axes]
+    assert titles == ["input", "channel 4\n50.0% of the layer", "channel 0\n25.0% of the layer",
+                      "channel 9\n12.5% of the layer"]  # fmt: skip
+    assert (tmp_path / "row.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="k labels and k shares"):
+        image.plot_concepts(np.zeros((8, 8, 3), np.uint8), relevance, [0.5], ["a"])
