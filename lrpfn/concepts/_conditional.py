@@ -94,10 +94,11 @@ def importance(
     relevance of `node`'s channels under each condition on nodes above it (the
     hierarchical case: which channels of layer3 make up channel 5 of layer4).
 
+    The other arguments are those of `conditional`.
+
     Arguments:
         node: an fx node name or a module name (see `conditional`).
         conditions: None, or k conditions as in `conditional`.
-        Others as in `conditional`.
 
     Returns:
         `(batch, channels)`: `node`'s relevance summed over every axis after the channel
