@@ -229,3 +229,18 @@ def test_plot_concepts_draws_the_input_and_one_titled_panel_per_concept(tmp_path
     assert (tmp_path / "row.png").stat().st_size > 0
     with pytest.raises(ValueError, match="k labels and k shares"):
         image.plot_concepts(np.zeros((8, 8, 3), np.uint8), relevance, [0.5], ["a"])
+
+
+def test_the_benchmark_reference_is_one_forward_and_k_plain_walks(blocks, monkeypatch) -> None:
+    """benchmarks/bench_concepts.py times conditional against this budget; each of its k
+    walks must be the plain explanation."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import bench_concepts
+
+    plan, x = blocks
+    walks = bench_concepts.reference(plan, x, 3)
+    assert len(walks) == 3
+    for walk in walks:
+        assert_close64(walk, lrpfn.lrp(plan, x))
