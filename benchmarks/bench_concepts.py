@@ -20,7 +20,7 @@ per repetition in rotating order (`common.interleaved_medians`), median seconds:
 - `lrpfn lrp, 1 walk`: `lrpfn.lrp` (one forward + one walk), for scale.
 
 Before timing, the script checks that lrpfn and zennit-crp give the same heatmaps
-(relative error of the channel-summed heatmaps printed; float32 rounding).
+(relative error of the channel-summed heatmaps printed).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from common import (
 
 import lrpfn
 from lrpfn import composites, concepts
+from lrpfn._api import _initial_relevance, _power_of_two_scale, _rescaled
 from lrpfn._capture import TRACE_LOCK
 from lrpfn._traverse import backward, forward
 
@@ -60,12 +61,16 @@ def build(device: str) -> torch.nn.Module:
 
 
 def reference(plan: lrpfn.Plan, x: torch.Tensor, k: int) -> list[torch.Tensor]:
-    """One forward pass, then k backward walks from each sample's argmax logit."""
+    """One forward pass, then k backward walks from each sample's argmax logit (each walk
+    the one `lrpfn.lrp` makes, from the same power-of-two scaled start)."""
     with torch.no_grad(), TRACE_LOCK.running():
         env, output_node = forward(plan, x)
         output = env[output_node]
-        start = torch.nn.functional.one_hot(output.argmax(1), output.shape[1]) * output
-        return [backward(plan, env, output_node, start, False)[0] for _ in range(k)]
+        initial = _initial_relevance(output, None, None)
+        scale = _power_of_two_scale(initial, output.ndim)
+        start = _rescaled(initial, scale.reciprocal())
+        walks = [backward(plan, env, output_node, start, False)[0] for _ in range(k)]
+        return [_rescaled(walk, scale) for walk in walks]
 
 
 def crp_method(model: torch.nn.Module, x: torch.Tensor, node: str, k: int) -> Callable[[], list]:
