@@ -70,7 +70,7 @@ def main() -> None:
             channel, share = int(top.channels[sample, j]), float(top.share[sample, j])
             top_row, left, bottom, right = boxes[j, sample].tolist()
             print(
-                f"  channel {channel:2d}: {100 * share:5.1f}% of the relevance, heatmap sums "
+                f"  channel {channel:2d}: {100 * share:5.1f}% of conv 2's relevance, heatmap sums "
                 f"to {float(sums[sample, j]):+.4f} (channel relevance "
                 f"{float(top.relevance[sample, j]):+.4f}), found in rows {top_row}-{bottom - 1}, "
                 f"columns {left}-{right - 1}"

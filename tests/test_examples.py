@@ -136,5 +136,5 @@ def test_docs_build_strict(tmp_path):
 def test_concepts_on_digits(tmp_path):
     result = _run("concepts.py", "--smoke", "--out", "c/concepts.png", cwd=tmp_path)
     assert _is_png(tmp_path / "c" / "concepts.png")
-    assert "% of the relevance, heatmap sums to" in result.stdout
+    assert "% of conv 2's relevance, heatmap sums to" in result.stdout
     assert "of conv 2 draws on channels" in result.stdout
