@@ -2,8 +2,8 @@
 
     from lrpfn import concepts
 
-    share = concepts.importance(plan, x, None, "layer4")          # (batch, channels)
-    top = concepts.top(share, 5)                                   # the 5 most relevant
+    relevance = concepts.importance(plan, x, None, "layer4")      # (batch, channels)
+    top = concepts.top(relevance, 5)                               # the 5 most relevant
     maps = concepts.conditional(plan, x, None, top.conditions("layer4"))  # (5, *x.shape)
     where = concepts.receptive_field(maps)                         # (5, batch, H, W) bool
 
