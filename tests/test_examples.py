@@ -131,3 +131,10 @@ def test_docs_build_strict(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "index.html").is_file()
     assert (tmp_path / "site" / "api" / "index.html").is_file()
+
+
+def test_concepts_on_digits(tmp_path):
+    result = _run("concepts.py", "--smoke", "--out", "c/concepts.png", cwd=tmp_path)
+    assert _is_png(tmp_path / "c" / "concepts.png")
+    assert "% of conv 2's relevance, heatmap sums to" in result.stdout
+    assert "of conv 2 draws on channels" in result.stdout
