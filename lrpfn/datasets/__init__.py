@@ -18,4 +18,5 @@ from ._errors import DatasetError as DatasetError, StoreMismatchError as StoreMi
 from ._explain import Summary as Summary, explain as explain
 from ._folder import ImageFolder as ImageFolder
 from ._samples import InvalidSample as InvalidSample
+from ._spray import Spray as Spray, spray as spray
 from ._store import Layout as Layout
