@@ -39,18 +39,19 @@ def digits_cnn(seed: int = 0, width: int = 8) -> nn.Sequential:
 
     Weights and biases are drawn uniformly from $[-1/\\sqrt{m}, 1/\\sqrt{m}]$ ($m$: the
     fan-in, as torch's default) with a generator seeded by `seed`; the global random
-    state is not touched.
+    state is left as it was.
     """
-    model = nn.Sequential(
-        nn.Conv2d(1, width, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(width, 2 * width, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(2 * width * 2 * 2, 10),
-    )
+    with torch.random.fork_rng(devices=[]):  # the layers' own initialisation draws from it
+        model = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(2 * width * 2 * 2, 10),
+        )
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for layer in model:
