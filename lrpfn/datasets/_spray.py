@@ -12,11 +12,12 @@ watermark) shows as several clusters:
    the affinity $A_{ij} = 1$ if $i$ is among the neighbours of $j$ or $j$ among those of
    $i$, else 0;
 4. the normalised Laplacian $L = I - D^{-1/2} A D^{-1/2}$ ($D$: the degrees): its
-   smallest eigenvalues $\lambda_0 \le \lambda_1 \le \dots$ are returned (a large gap
-   after $\lambda_{k-1}$ suggests $k$ clusters), its eigenvectors 1 and 2 scaled by
-   $D^{-1/2}$ give a 2-D embedding;
+   smallest eigenvalues $\lambda_0 \le \lambda_1 \le \dots$ are returned: as many
+   zeros as the graph has separate components, and a large gap after $\lambda_{k-1}$
+   suggests $k$ clusters;
 5. spectral clustering (scikit-learn, on $A$) into `n_clusters` groups; the mean
-   full-resolution heatmap (channels summed) of each group.
+   full-resolution heatmap (channels summed) of each group;
+6. for the picture, a 2-D t-SNE embedding of the pooled heatmaps.
 
 Reference:
     Lapuschkin et al. 2019, "Unmasking Clever Hans predictors and assessing what machines
@@ -46,7 +47,7 @@ class Spray:
         rows: the store rows analysed (dataset indices), in order.
         clusters: the cluster of each row, 0..n_clusters-1.
         eigenvalues: the smallest eigenvalues of the normalised Laplacian, ascending.
-        embedding: `(rows, 2)`, the rows in the Laplacian's eigenvectors 1 and 2.
+        embedding: `(rows, 2)`, a t-SNE embedding of the pooled heatmaps.
         means: `(n_clusters, H, W)`, each cluster's mean heatmap (channels summed).
         features: `(rows, h, w)`, the downsampled, normalised heatmaps clustered.
     """
@@ -116,8 +117,9 @@ def spray(
     maps = _channel_sums(relevance, rows)
     features = _features(maps, size)
     affinity = _affinity(features.reshape(len(rows), -1), n_neighbors)
-    values, embedding = _spectrum(affinity, eigenvalues)
+    values = _spectrum(affinity, eigenvalues)
     clusters = _cluster(affinity, n_clusters, seed)
+    embedding = _embedding(features.reshape(len(rows), -1), seed)
     means = np.stack([maps[clusters == k].mean(axis=0) for k in range(n_clusters)])
     return Spray(rows, clusters, values, embedding, means, features)
 
@@ -150,13 +152,19 @@ def _affinity(points: np.ndarray, n_neighbors: int) -> np.ndarray:
     return np.maximum(graph, graph.T)
 
 
-def _spectrum(affinity: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    degree = affinity.sum(axis=1)
-    scale = 1.0 / np.sqrt(degree)
+def _spectrum(affinity: np.ndarray, count: int) -> np.ndarray:
+    """The `count` smallest eigenvalues of $I - D^{-1/2} A D^{-1/2}$ (every degree is at
+    least `n_neighbors`, so $D^{-1/2}$ exists)."""
+    scale = 1.0 / np.sqrt(affinity.sum(axis=1))
     laplacian = np.eye(len(affinity)) - scale[:, None] * affinity * scale[None, :]
-    values, vectors = np.linalg.eigh(laplacian)
-    embedding = vectors[:, 1:3] * scale[:, None]
-    return values[:count], embedding
+    return np.linalg.eigvalsh(laplacian)[:count]
+
+
+def _embedding(points: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.manifold import TSNE
+
+    perplexity = min(30.0, (len(points) - 1) / 3)
+    return TSNE(2, perplexity=perplexity, random_state=seed).fit_transform(points)
 
 
 def _cluster(affinity: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:

@@ -13,8 +13,8 @@ __all__ = ["save_cluster_means", "save_embedding"]
 
 
 def save_embedding(result: Any, path: Path, title: str = "") -> Path:
-    """Two panels: the Laplacian's smallest eigenvalues (the eigengap), and the rows in
-    the 2-D spectral embedding coloured by cluster."""
+    """Two panels: the Laplacian's smallest eigenvalues (the eigengap), and the t-SNE
+    embedding of the heatmaps coloured by cluster."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(8, 3.4))
@@ -26,7 +26,7 @@ def save_embedding(result: Any, path: Path, title: str = "") -> Path:
     for cluster in range(len(result.means)):
         inside = result.clusters == cluster
         scatter.scatter(*result.embedding[inside].T, s=10, label=f"cluster {cluster}")
-    scatter.set_title("spectral embedding", fontsize=9)
+    scatter.set_title("t-SNE of the heatmaps", fontsize=9)
     scatter.set_xticks([])
     scatter.set_yticks([])
     scatter.legend(fontsize=7, markerscale=1.5)
