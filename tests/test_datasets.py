@@ -64,6 +64,7 @@ def test_store_opens_with_plain_zarr_and_equals_lrp(store, model, digits):
     ratio = expected.double().flatten(1).sum(1) / logits.double().gather(1, target[:, None])[:, 0]
     np.testing.assert_allclose(group["ratio"][:], ratio.numpy(), rtol=1e-6)
     assert group["relevance"].chunks == (BATCH, 1, 8, 8)
+    assert group["relevance"].metadata.dimension_names == ("sample", "channel", "y", "x")
 
 
 def test_intermediate_node_is_its_relevance_summed_per_channel(store, model, digits):

@@ -123,12 +123,36 @@ def create_or_check(
     group = zarr.open_group(str(out), mode="w")
     for name, (shape, dtype, fill) in layout.arrays().items():
         chunks = (layout.batch_size, *shape[1:])
-        group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill)
+        group.create_array(
+            name,
+            shape=shape,
+            chunks=chunks,
+            dtype=dtype,
+            fill_value=fill,
+            dimension_names=_dimension_names(name, len(shape)),
+        )
     group.create_array(
-        "complete", shape=(layout.chunks,), chunks=(1,), dtype="bool", fill_value=False
+        "complete",
+        shape=(layout.chunks,),
+        chunks=(1,),
+        dtype="bool",
+        fill_value=False,
+        dimension_names=("chunk",),
     )
     group.attrs[ATTRIBUTE] = {"format": FORMAT, "settings": settings, **_plain(provenance)}
     return list(range(layout.chunks))
+
+
+def _dimension_names(name: str, ndim: int) -> tuple[str, ...]:
+    """Names of the axes (Zarr v3 `dimension_names`, which xarray reads)."""
+    if name == "relevance":
+        known = {2: ("feature",), 3: ("channel", "x"), 4: ("channel", "y", "x")}
+        return ("sample", *known.get(ndim, tuple(f"axis_{i}" for i in range(1, ndim))))
+    if name == "logits":
+        return ("sample", "class")
+    if name.startswith("nodes/"):
+        return ("sample", f"{name[len('nodes/') :]}_channel")
+    return ("sample",)
 
 
 def _exists(out: str | Path) -> bool:
