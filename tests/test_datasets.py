@@ -224,3 +224,113 @@ def test_digits_cnn_is_deterministic_and_leaves_the_global_seed_alone():
     for a, b in zip(first.parameters(), second.parameters(), strict=True):
         assert torch.equal(a, b)
     assert not torch.equal(first[0].weight, datasets.digits_cnn(seed=1)[0].weight)
+
+
+def test_a_plan_a_fixed_target_and_reader_processes(model, digits, tmp_path):
+    subset = torch.utils.data.Subset(digits, range(100))
+    plan = lrpfn.prepare(model, RULES())
+    summary = datasets.explain(
+        plan,
+        subset,
+        None,
+        tmp_path / "p.zarr",
+        target=2,
+        batch_size=BATCH,
+        workers=2,
+        progress=False,
+    )
+    assert summary.chunks_written == 2
+    group = zarr.open(str(tmp_path / "p.zarr"), mode="r")
+    assert (group["target"][:] == 2).all()
+    expected = torch.cat(
+        [lrpfn.lrp(plan, part, target=2) for part in torch.split(digits.images[:100], BATCH)]
+    )
+    assert np.array_equal(group["relevance"][:], expected.numpy())
+    with pytest.raises(datasets.DatasetError, match="already has its rules"):
+        datasets.explain(plan, subset, RULES(), tmp_path / "q.zarr", progress=False)
+
+
+def test_target_label_explains_each_sample_s_label(model, digits, tmp_path):
+    subset = torch.utils.data.Subset(digits, range(70))
+    datasets.explain(
+        model,
+        subset,
+        RULES(),
+        tmp_path / "l.zarr",
+        target="label",
+        batch_size=BATCH,
+        progress=False,
+    )
+    group = zarr.open(str(tmp_path / "l.zarr"), mode="r")
+    labels = digits.labels[:70]
+    assert np.array_equal(group["target"][:], labels.numpy())
+    expected = torch.cat(
+        [
+            lrpfn.lrp(model, x, RULES(), target=t)
+            for x, t in zip(
+                torch.split(digits.images[:70], BATCH), torch.split(labels, BATCH), strict=True
+            )
+        ]
+    )
+    assert np.array_equal(group["relevance"][:], expected.numpy())
+
+
+def test_cli_names_bad_arguments(tmp_path, capsys):
+    status = main(
+        [
+            "explain-dataset",
+            "--model",
+            "lrpfn.datasets:digits_cnn",
+            "--data",
+            "digits",
+            "--out",
+            str(tmp_path / "x.zarr"),
+            "--target",
+            "cat",
+        ]
+    )
+    assert status == 1
+    assert "--target must be a class index or 'label', got 'cat'" in capsys.readouterr().err
+    status = main(
+        [
+            "explain-dataset",
+            "--model",
+            "lrpfn.datasets:digits_cnn",
+            "--data",
+            "lrpfn.datasets:nothing",
+            "--out",
+            str(tmp_path / "x.zarr"),
+        ]
+    )
+    assert status == 1
+    assert "has no attribute 'nothing'" in capsys.readouterr().err
+
+
+def test_cli_data_from_a_dataset_class(tmp_path, capsys):
+    out = tmp_path / "c.zarr"
+    status = main(
+        [
+            "explain-dataset",
+            "--model",
+            "lrpfn.datasets:digits_cnn",
+            "--data",
+            "lrpfn.datasets:Digits",
+            "--rules",
+            "epsilon_plus",
+            "--out",
+            str(out),
+            "--dtype",
+            "float16",
+            "--target",
+            "label",
+            "--batch-size",
+            "512",
+            "--quiet",
+        ]
+    )
+    assert status == 0
+    assert "wrote 4 chunk(s) of 512" in capsys.readouterr().out
+    group = zarr.open(str(out), mode="r")
+    assert group["relevance"].dtype == np.float16 and group["valid"][:].all()
+    assert np.array_equal(group["target"][:], datasets.Digits().labels.numpy())
+    assert group.attrs["lrpfn"]["settings"]["data"] == "lrpfn.datasets:Digits"

@@ -108,8 +108,10 @@ def _user_dataset(spec: str) -> Any:
         if not hasattr(value, part):
             raise CLIError(f"unknown data {spec!r}: {source!r} has no attribute {attr!r}.")
         value = getattr(value, part)
-    if not hasattr(value, "__getitem__") and callable(value):
-        value = value()
+    if isinstance(value, type) or not (hasattr(value, "__getitem__") and hasattr(value, "__len__")):
+        if not callable(value):
+            raise CLIError(f"data {spec!r} is {type(value).__name__}, not a torch Dataset.")
+        value = value()  # a Dataset class or a function returning a data set
     if not (hasattr(value, "__getitem__") and hasattr(value, "__len__")):
         raise CLIError(
             f"data {spec!r} is {type(value).__name__}, not a map-style torch Dataset "
