@@ -36,8 +36,9 @@ from torch import Tensor
 from .. import __version__
 from .._api import lrp, prepare, relevances
 from .._plan import Plan
+from ..errors import LRPError
 from . import _shard, _store
-from ._errors import DatasetError, StoreMismatchError
+from ._errors import DatasetError
 from ._samples import Batch, Guarded, InvalidSample, batches, source_of
 
 __all__ = ["Summary", "explain"]
@@ -130,35 +131,70 @@ def explain(
         )
     where = _device(device)
     ranks = _shard.join(where)
+    names = (model_name or type(model_or_plan).__name__, data_name or type(dataset).__name__)
+    options = (batch_size, relevance_dtype, tuple(nodes), target, workers, progress)
     try:
-        plan = _plan_on(model_or_plan, rules, where)
-        start = None
-        if ranks.rank == 0:
-            start = _start(
-                plan,
-                dataset,
-                out,
-                where,
-                batch_size,
-                relevance_dtype,
-                nodes,
-                target,
-                model_name or type(model_or_plan).__name__,
-                data_name or type(dataset).__name__,
-                ranks,
-            )
-        problem, layout, missing = _shard.share(start, ranks)
-        if problem is not None:
-            raise StoreMismatchError(problem)
-        mine = _shard.shard(missing, ranks)
-        run = _Run(plan, layout, target, nodes, where, str(out), ranks)
-        report = run.chunks(dataset, mine, workers, progress and ranks.rank == 0)
-        reports = _shard.gather(report, ranks)
-        if ranks.rank == 0:
-            return _finish(out, layout, dataset, reports, len(missing))
-        return _summary(out, layout, reports, len(missing), report["invalid"])
-    finally:
-        _shard.leave(ranks)
+        summary = _explain_here(model_or_plan, rules, dataset, out, where, ranks, names, options)
+    except BaseException:
+        _shard.abandon(ranks)  # no meeting at the end: the others stop too (torchrun ends them)
+        raise
+    _shard.leave(ranks)
+    return summary
+
+
+def _explain_here(model_or_plan, rules, dataset, out, where, ranks, names, options) -> Summary:
+    """This rank's part of `explain`, between joining the run and leaving it."""
+    batch_size, relevance_dtype, nodes, target, workers, progress = options
+    plan = _plan_on(model_or_plan, rules, where)
+    start = None
+    if ranks.rank == 0:
+        settings = (batch_size, relevance_dtype, nodes, target, *names)
+        start = _attempt(lambda: _start(plan, dataset, out, where, settings, ranks), ranks)
+    layout, missing = _started(_shard.share(start, ranks))
+    bar = _progress_bar(layout, out, progress and ranks.rank == 0)
+    run = _Run(plan, layout, target, nodes, where, str(out), ranks)
+    report = run.chunks(dataset, _shard.shard(missing, ranks), workers, bar)
+    reports = _shard.gather(report, ranks)
+    if bar is not None:
+        bar.update(layout.rows - bar.n)
+        bar.close()
+    if ranks.rank == 0:
+        return _finish(out, layout, dataset, reports, len(missing))
+    return _summary(out, layout, reports, len(missing), report["invalid"])
+
+
+def _attempt(start, ranks) -> tuple:
+    """Rank 0's start, or the error it raised (to be raised on every rank alike)."""
+    try:
+        return ("started", *start())
+    except LRPError as error:
+        if not ranks.distributed:
+            raise
+        return ("failed", type(error), str(error))
+
+
+def _started(start: tuple) -> tuple[_store.Layout, list[int]]:
+    if start[0] == "failed":
+        raise start[1](start[2])
+    return start[1], start[2]
+
+
+def _progress_bar(layout: _store.Layout, out, show: bool):
+    """Rank 0's bar over the whole run's samples, from the rows already complete."""
+    if not show:
+        return None
+    import zarr
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=layout.rows,
+        unit="sample",
+        file=sys.stderr,
+        desc="lrpfn.datasets.explain",
+        disable=None,
+    )
+    bar.update(_store.complete_rows(zarr.open_group(str(out), mode="r"), layout))
+    return bar
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -186,8 +222,10 @@ def _plan_on(model_or_plan, rules, device: torch.device) -> Plan:
     return prepare(model, rules)
 
 
-def _start(plan, dataset, out, device, batch_size, dtype, nodes, target, model, data, ranks):
-    """Rank 0: probe the shapes, create or check the store; `(problem, layout, missing)`."""
+def _start(plan, dataset, out, device, settings, ranks) -> tuple[_store.Layout, list[int]]:
+    """Rank 0: probe the shapes, create or check the store; the layout and the chunks
+    still missing."""
+    batch_size, dtype, nodes, target, model, data = settings
     x = _probe(dataset)
     x = x[None].to(device)
     with torch.no_grad():
@@ -200,7 +238,7 @@ def _start(plan, dataset, out, device, batch_size, dtype, nodes, target, model, 
     layout = _store.Layout(
         len(dataset), batch_size, tuple(x.shape[1:]), logits.shape[1], dtype, channels
     )
-    settings = {
+    fields = {
         "model": model,
         "model_sha256": _fingerprint(plan),
         "rules": {name: repr(rule) for name, rule in plan.rules.items()},
@@ -216,13 +254,7 @@ def _start(plan, dataset, out, device, batch_size, dtype, nodes, target, model, 
         "torch": torch.__version__,
     }
     provenance = {"created": _store.now(), "world_size": ranks.world, "runs": []}
-    try:
-        missing = _store.create_or_check(out, layout, settings, provenance)
-    except StoreMismatchError as error:
-        if not ranks.distributed:
-            raise
-        return str(error), None, None  # every rank raises it
-    return None, layout, missing
+    return layout, _store.create_or_check(out, layout, fields, provenance)
 
 
 def _probe(dataset) -> Tensor:
@@ -267,44 +299,31 @@ class _Run:
 
         self.plan, self.layout, self.target, self.nodes = plan, layout, target, tuple(nodes)
         self.device, self.out, self.ranks = device, out, ranks
-        self.group = zarr.open_group(out, mode="r+")
+        group = zarr.open_group(out, mode="r+")
+        self.arrays = {name: group[name] for name in [*layout.arrays(), "complete"]}
         self.input_name = next(n.name for n in plan.module.graph.nodes if n.op == "placeholder")
 
-    def chunks(self, dataset, mine: list[int], workers: int, progress: bool) -> dict[str, Any]:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=self.layout.rows,
-            unit="sample",
-            disable=not progress or None,
-            file=sys.stderr,
-            desc="lrpfn.datasets.explain",
-        )
-        bar.update(_store.complete_rows(self.group, self.layout) if progress else 0)
+    def chunks(self, dataset, mine: list[int], workers: int, bar) -> dict[str, Any]:
+        """Explain and write the chunks `mine`; `bar`: rank 0's progress bar, or None."""
         began, writing, invalid, polled = time.perf_counter(), 0.0, [], 0.0
         reader = batches(
             dataset, self.layout.input_shape, mine, self.layout.bounds, workers=workers
         )
         for count, batch in enumerate(reader):
             for sample in batch.invalid:
-                bar.write(
-                    f"lrpfn: sample {sample.index} ({sample.source or 'no source'}) cannot "
-                    f"be explained: {sample.error}; its row is marked invalid.",
-                    file=sys.stderr,
-                )
+                _report(sample, bar)
             invalid.extend(batch.invalid)
             blocks = self._blocks(batch)
             written = time.perf_counter()
-            _store.write_chunk(self.group, self.layout, batch.chunk, blocks)
+            _store.write_chunk(self.arrays, self.layout, batch.chunk, blocks)
             _kill_hook(self.ranks, count)
-            _store.mark_complete(self.group, batch.chunk)
+            _store.mark_complete(self.arrays, batch.chunk)
             writing += time.perf_counter() - written
-            if self.ranks.world == 1:
+            if bar is not None and self.ranks.world == 1:
                 bar.update(len(blocks["valid"]))
-            elif progress and time.perf_counter() - polled > 0.5:
-                bar.update(_store.complete_rows(self.group, self.layout) - bar.n)
+            elif bar is not None and time.perf_counter() - polled > 0.5:
+                bar.update(_store.complete_rows(self.arrays, self.layout) - bar.n)
                 polled = time.perf_counter()
-        bar.close()
         return {
             "chunks": len(mine),
             "seconds": time.perf_counter() - began,
@@ -373,6 +392,17 @@ class _Run:
                     "relevance_dtype='float32'."
                 )
         return values.astype(_DTYPES[self.layout.relevance_dtype])
+
+
+def _report(sample: InvalidSample, bar) -> None:
+    message = (
+        f"lrpfn: sample {sample.index} ({sample.source or 'no source'}) cannot be explained: "
+        f"{sample.error}; its row is marked invalid."
+    )
+    if bar is not None:
+        bar.write(message, file=sys.stderr)
+    else:
+        print(message, file=sys.stderr)
 
 
 def _kill_hook(ranks, count: int) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["Ranks", "gather", "join", "leave", "local_rank", "shard", "share"]
+__all__ = ["Ranks", "abandon", "gather", "join", "leave", "local_rank", "shard", "share"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +76,13 @@ def gather(value: Any, ranks: Ranks) -> list[Any]:
     values: list[Any] = [None] * ranks.world
     dist.all_gather_object(values, value)
     return values if ranks.rank == 0 else [value]
+
+
+def abandon(ranks: Ranks) -> None:
+    """After an error: destroy the process group if `join` created it, without waiting
+    for the other ranks (which may never arrive)."""
+    if ranks.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def leave(ranks: Ranks) -> None:

@@ -214,22 +214,23 @@ def _missing(complete: np.ndarray) -> list[int]:
     return [int(k) for k in np.flatnonzero(~complete)]
 
 
-def write_chunk(group, layout: Layout, chunk: int, blocks: Mapping[str, np.ndarray]) -> None:
-    """Write chunk `chunk` of every array (`blocks`: `{array path: rows of the chunk}`).
-    The chunk counts as complete only once `mark_complete` has run."""
+def write_chunk(arrays, layout: Layout, chunk: int, blocks: Mapping[str, np.ndarray]) -> None:
+    """Write chunk `chunk` of every array (`arrays`: the store's open arrays by path;
+    `blocks`: the chunk's rows by path). It counts as complete only once `mark_complete`
+    has run."""
     start, stop = layout.bounds(chunk)
     for name in layout.arrays():
-        group[name][start:stop] = blocks[name]
+        arrays[name][start:stop] = blocks[name]
 
 
-def mark_complete(group, chunk: int) -> None:
+def mark_complete(arrays, chunk: int) -> None:
     """Record chunk `chunk` as whole (after `write_chunk`)."""
-    group["complete"][chunk] = True
+    arrays["complete"][chunk] = True
 
 
-def complete_rows(group, layout: Layout) -> int:
-    """How many rows lie in complete chunks."""
-    done = np.flatnonzero(group["complete"][:])
+def complete_rows(arrays, layout: Layout) -> int:
+    """How many rows lie in complete chunks (`arrays`: the store's group or open arrays)."""
+    done = np.flatnonzero(arrays["complete"][:])
     return int(sum(layout.bounds(int(k))[1] - layout.bounds(int(k))[0] for k in done))
 
 
