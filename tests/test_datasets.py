@@ -334,3 +334,16 @@ def test_cli_data_from_a_dataset_class(tmp_path, capsys):
     assert group["relevance"].dtype == np.float16 and group["valid"][:].all()
     assert np.array_equal(group["target"][:], datasets.Digits().labels.numpy())
     assert group.attrs["lrpfn"]["settings"]["data"] == "lrpfn.datasets:Digits"
+
+
+def test_an_fsspec_location(model, digits):
+    subset = torch.utils.data.Subset(digits, range(100))
+    url = "memory://lrpfn-test/run.zarr"  # fsspec's in-memory file system
+    first = datasets.explain(model, subset, RULES(), url, batch_size=BATCH, progress=False)
+    again = datasets.explain(model, subset, RULES(), url, batch_size=BATCH, progress=False)
+    assert (first.chunks_written, again.chunks_written, again.chunks_skipped) == (2, 0, 2)
+    group = zarr.open_group(url, mode="r")
+    expected = torch.cat(
+        [lrpfn.lrp(model, x, RULES()) for x in torch.split(digits.images[:100], BATCH)]
+    )
+    assert np.array_equal(group["relevance"][:], expected.numpy())
