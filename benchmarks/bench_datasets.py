@@ -17,6 +17,9 @@ a fresh store, one after the other in this one invocation:
 - "write %": the largest share of a rank's chunk time spent writing the store
   (`Summary.write_fraction`).
 - "speed-up": the 1-process explain time over this configuration's (same invocation).
+
+With `--repeats R` each configuration runs R times, in rotating order (1 then 2 ranks,
+then 2 then 1, ...), and the medians are shown.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -102,6 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs per configuration, in rotating order"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--report", help=argparse.SUPPRESS)
@@ -112,20 +119,32 @@ def main() -> None:
         return
     print(f"# lrpfn.datasets.explain throughput, {today()}\n")
     print(machine_description(args.device, 2) + "\n")
-    print(f"resnet18, epsilon_plus, {args.images} images 3x224x224, batch {BATCH}\n")
-    rows, times = [], {}
+    print(
+        f"resnet18, epsilon_plus, {args.images} images 3x224x224, batch {BATCH}, "
+        f"median of {args.repeats} run(s) per configuration\n"
+    )
+    configurations = ((1, 2), (2, 1))
+    results: dict[tuple[int, int], list[dict]] = {c: [] for c in configurations}
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
-        for ranks, threads in ((1, 2), (2, 1)):
-            result = run(ranks, threads, args.images, args.device, folder)
-            times[ranks] = result["explain"]
-            rows.append([
-                f"{ranks} process{'es' if ranks > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}",
-                f"{result['wall']:.1f}", f"{result['explain']:.1f}",
-                f"{args.images / result['explain']:.2f}", f"{100 * result['write']:.1f}",
-                f"{times[1] / result['explain']:.2f}",
-            ])  # fmt: skip
+        for repetition in range(args.repeats):  # rotating order: drifts hit both alike
+            shift = repetition % len(configurations)
+            for ranks, threads in configurations[shift:] + configurations[:shift]:
+                result = run(ranks, threads, args.images, args.device, folder)
+                results[ranks, threads].append(result)
         same = identical(folder, "store_1x2.zarr", "store_2x1.zarr")
+    medians = {
+        c: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for c, rs in results.items()
+    }
+    baseline = medians[configurations[0]]["explain"]
+    rows = [
+        [
+            f"{ranks} process{'es' if ranks > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}",
+            f"{m['wall']:.1f}", f"{m['explain']:.1f}", f"{args.images / m['explain']:.2f}",
+            f"{100 * m['write']:.1f}", f"{baseline / m['explain']:.2f}",
+        ]
+        for (ranks, threads), m in medians.items()
+    ]  # fmt: skip
     header = ["configuration", "wall s", "explain s", "images / s", "write %", "speed-up"]
     print(markdown_table(header, rows))
     print(f"\nstores bit-identical (relevance, logits): {'yes' if same else 'no'}")
