@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import __version__
 from .._api import lrp, prepare, relevances
 from .._plan import Plan
+from .._version import __version__
 from ..errors import LRPError
 from . import _shard, _store
 from ._errors import DatasetError
