@@ -12,18 +12,34 @@ applies a pure rule `(layer, activations, relevance) -> relevance` per node. The
 never modified and no global state exists.
 """
 
-from . import composites, errors, handlers, layers, patterns, rules
+from . import (
+    composites,
+    concepts,
+    datasets,
+    errors,
+    evaluate,
+    handlers,
+    layers,
+    patterns,
+    rules,
+    torchlrp,
+)
 from ._api import lrp, prepare, relevances
 from ._families import HANDLERS
 from ._handlers import Handler
 from ._plan import Plan
+from ._version import __version__
 
 __all__ = [
     "HANDLERS",
     "Handler",
     "Plan",
+    "__version__",
     "composites",
+    "concepts",
+    "datasets",
     "errors",
+    "evaluate",
     "handlers",
     "layers",
     "lrp",
@@ -31,6 +47,5 @@ __all__ = [
     "prepare",
     "relevances",
     "rules",
+    "torchlrp",
 ]
-
-__version__ = "0.1.0"

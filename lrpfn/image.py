@@ -6,6 +6,7 @@ r"""Heatmaps of relevance: symmetric normalisation, diverging colormaps, PNG fil
     image.save_png(rgb[0], "heatmap.png")
     both = image.overlay(image.to_pixels(x, mean, std), rgb, alpha=0.6)
     image.plot_grid(pixels, {"epsilon": rgb_eps, "gamma": rgb_gamma}, "grid.png")
+    image.plot_concepts(pixels[0], maps[:, 0], top.share[0], labels, "concepts.png")
 
 A relevance map is shown on a symmetric scale: each map is divided by its largest
 absolute value, $r = R / \max |R|$, so that $r \in [-1, 1]$ and zero relevance always
@@ -40,6 +41,7 @@ __all__ = [
     "colorize",
     "heatmap",
     "overlay",
+    "plot_concepts",
     "plot_grid",
     "reduce_channels",
     "save_png",
@@ -299,6 +301,67 @@ def plot_grid(
     if title:
         figure.suptitle(title, fontsize=9)
     figure.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=100)
+    return figure
+
+
+def plot_concepts(
+    pixels: Any,
+    relevance: Any,
+    shares: Sequence[float] | Any,
+    labels: Sequence[str],
+    path: str | Path | None = None,
+    *,
+    fields: Any = None,
+    cmap: str | Colormap = "bwr",
+    cell_size: float = 1.2,
+    title: str | None = None,
+) -> Any:
+    """One sample's top concepts as a row: the input, then each concept's conditional
+    heatmap titled with its label and its share of the relevance (see `lrpfn.concepts`).
+    Needs matplotlib (imported here only).
+
+    Arguments:
+        pixels: the sample as uint8 RGB `(H, W, 3)` (see `to_pixels`).
+        relevance: the k conditional heatmaps of this sample, `(k, C, H, W)` or
+            `(k, H, W)` (e.g. `concepts.conditional(...)[:, sample]`).
+        shares: k relevance shares (e.g. `top.share[sample]`), shown as percentages.
+        labels: k column titles (e.g. "channel 17").
+        path: where to save the figure (PNG); None to only return it.
+        fields: optional `(k, H, W)` bool receptive fields (`concepts.receptive_field`),
+            outlined on the heatmaps.
+        cmap: the colormap of the heatmaps.
+        cell_size: inches per panel.
+        title: a title above the row.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+    """
+    values = _numpy(relevance)
+    maps = heatmap(values[:, None] if values.ndim == 3 else values, cmap)
+    shares = _numpy(shares).reshape(-1)
+    if not (maps.ndim == 4 and len(labels) == len(shares) == maps.shape[0]):
+        raise ValueError(
+            f"plot_concepts needs k heatmaps (k, C, H, W) with k labels and k shares; got "
+            f"heatmaps of shape {np.shape(relevance)}, {len(labels)} labels, {len(shares)} shares."
+        )
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"the concept labels must differ from each other, got {list(labels)}.")
+    columns = {label: maps[index][None] for index, label in enumerate(labels)}
+    notes = {
+        label: f"{100 * share:.1f}% of the layer"
+        for label, share in zip(labels, shares, strict=True)
+    }
+    figure = plot_grid(
+        np.asarray(pixels)[None], columns, None, notes=notes, cell_size=cell_size, title=title
+    )
+    if fields is not None:
+        outlines = _numpy(fields)
+        for index, axis in enumerate(figure.axes[1 : 1 + len(labels)]):
+            if outlines[index].any():
+                axis.contour(outlines[index], levels=[0.5], colors="black", linewidths=0.8)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=100)

@@ -88,6 +88,15 @@ def test_intermediate_relevances(tmp_path):
     assert "output" in result.stdout
 
 
+def test_spray_digits(tmp_path):
+    result = _run("spray_digits.py", "--smoke", "--out", "spray", cwd=tmp_path)
+    assert _is_png(tmp_path / "spray" / "embedding.png")
+    assert _is_png(tmp_path / "spray" / "cluster_means.png")
+    assert (tmp_path / "spray" / "digits.zarr" / "relevance").is_dir()
+    assert "SpRAy of the class 3: 183 heatmaps" in result.stdout
+    assert "cluster 1:" in result.stdout
+
+
 def _imagenet_folder(root: Path) -> None:
     rng = np.random.default_rng(1)
     for synset, size in (("n01440764", (50, 60)), ("n01443537", (64, 48))):
@@ -144,3 +153,10 @@ def test_explain_vit_smoke(tmp_path):
     result = _run("explain_vit.py", "--smoke", cwd=tmp_path)
     assert _is_png(tmp_path / "out" / "vit_explanations.png")
     assert "attnlrp(gamma=0.25) and cp_lrp" in result.stdout
+
+
+def test_concepts_on_digits(tmp_path):
+    result = _run("concepts.py", "--smoke", "--out", "c/concepts.png", cwd=tmp_path)
+    assert _is_png(tmp_path / "c" / "concepts.png")
+    assert "% of conv 2's relevance, heatmap sums to" in result.stdout
+    assert "of conv 2 draws on channels" in result.stdout

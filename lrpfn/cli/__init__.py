@@ -28,7 +28,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import LRPError
-from . import check, explain, rules
+from . import check, evaluate, explain, explain_dataset, rules
 from ._common import CLIError, check_rule_name, make_rules
 from ._images import Preprocessing, find_images, imagenet_preprocessing
 from ._models import load_model
@@ -46,7 +46,7 @@ __all__ = [
     "make_rules",
 ]
 
-VERBS = (explain, rules, check)
+VERBS = (explain, explain_dataset, evaluate, rules, check)
 """The modules of the subcommands, in the order `lrpfn --help` lists them."""
 
 
@@ -68,7 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return status
     except (CLIError, LRPError) as error:
         print(f"lrpfn {args.command}: error: {error}", file=sys.stderr)
         return 1

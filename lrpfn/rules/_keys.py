@@ -1,7 +1,11 @@
-"""The rule keys of TorchLRP (the seed), as string shortcuts.
+r"""The rule names of TorchLRP (the seed), as string shortcuts for lrpfn's rules.
 
-TorchLRP fixed every hyperparameter to 0.1 and ignored biases in its alpha-beta rules;
-the keys reproduce exactly that. The rule classes take any value.
+The keys take TorchLRP's names and values (every hyperparameter 0.1, biases ignored in
+alpha-beta) but lrpfn's rules, which follow the literature: they do *not* reproduce
+TorchLRP's numbers. "gamma" is the literature's $W + \gamma W^+$ (TorchLRP used
+$W + \gamma W \odot W^+$), the stabilizers are lrpfn's $\epsilon\,\mathrm{sign}(z)$, and
+`lrpfn.lrp` starts from the logit, not from 1. `lrpfn.torchlrp.lrp` reproduces TorchLRP
+exactly; docs/torchlrp.md lists every difference, measured. The rule classes take any value.
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import InvalidRuleError
-from ._lrp import AlphaBeta, Epsilon, Gamma
+from ._lrp import AlphaBeta, Epsilon, Gamma, Gradient
 
 __all__ = ["RULE_KEYS", "rule_from_key"]
 
 RULE_KEYS: dict[str, Callable[..., Any]] = {
+    "gradient": lambda: Gradient(),
     "epsilon": lambda: Epsilon(epsilon=0.1),
     "gamma": lambda: Gamma(gamma=0.1),
     "gamma+epsilon": lambda: Gamma(gamma=0.1, stabilizer=0.1),
@@ -24,7 +29,10 @@ RULE_KEYS: dict[str, Callable[..., Any]] = {
 
 
 def rule_from_key(key: str, **options: Any) -> Any:
-    """The rule named by a TorchLRP key ("epsilon", "alpha2beta1", "patternnet", ...).
+    """lrpfn's rule for a TorchLRP key ("epsilon", "alpha2beta1", "patternnet", ...).
+
+    The literature's rule with TorchLRP's values, not TorchLRP's computation (see the module
+    docstring; `lrpfn.torchlrp.lrp` gives TorchLRP's numbers).
 
     "patternnet" and "patternattribution" need `pattern=` (a `lrpfn.patterns.Patterns`).
     """
@@ -34,6 +42,13 @@ def rule_from_key(key: str, **options: Any) -> Any:
         if "pattern" not in options:
             raise InvalidRuleError(
                 f"rule key {key!r} needs patterns: pass pattern=lrpfn.patterns.fit(model, data)."
+            )
+        if isinstance(options["pattern"], (list, tuple)):
+            raise InvalidRuleError(
+                f"rule key {key!r} got a list of patterns (TorchLRP's format); naming them "
+                "needs the model: pass pattern=lrpfn.patterns.Patterns.from_list(model, "
+                "patterns), or lrpfn.torchlrp.lrp(model, x, key, pattern=patterns) for "
+                "TorchLRP's numbers."
             )
         kind = PatternNet if key == "patternnet" else PatternAttribution
         options = dict(options)

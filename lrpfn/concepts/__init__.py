@@ -1,0 +1,28 @@
+"""Concept Relevance Propagation: heatmaps conditioned on latent channels.
+
+    from lrpfn import concepts
+
+    relevance = concepts.importance(plan, x, None, "layer4")      # (batch, channels)
+    top = concepts.top(relevance, 5)                               # the 5 most relevant
+    maps = concepts.conditional(plan, x, None, top.conditions("layer4"))  # (5, *x.shape)
+    where = concepts.receptive_field(maps)                         # (5, batch, H, W) bool
+
+A condition `{node: channels}` keeps the relevance of the listed channels at that node
+and zeroes the rest before the walk goes on; k conditions are computed in one call, with
+the forward pass shared and the k walks vmapped (Achtibat et al. 2023, Nature Machine
+Intelligence 5).
+"""
+
+from ._conditional import conditional, importance
+from ._nodes import InvalidConditionError
+from ._regions import TopConcepts, bounding_box, receptive_field, top
+
+__all__ = [
+    "InvalidConditionError",
+    "TopConcepts",
+    "bounding_box",
+    "conditional",
+    "importance",
+    "receptive_field",
+    "top",
+]

@@ -1,0 +1,232 @@
+"""`conditional` and `importance`: Concept Relevance Propagation over a Plan.
+
+Both run one forward pass and one reverse walk, vmapped over the k conditions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, fx
+
+from .._api import _as_plan, _check_input, _initial_relevance, _power_of_two_scale, _rescaled
+from .._capture import TRACE_LOCK
+from .._handlers import Handler
+from .._plan import Plan
+from .._traverse import forward
+from ..errors import InvalidTargetError
+from ._nodes import InvalidConditionError, downstream, resolve_node
+from ._walk import conditioned_walk, gate_tensors, parse_conditions
+
+__all__ = ["conditional", "importance"]
+
+Condition = Mapping[str, Any]
+
+
+def conditional(
+    model: torch.nn.Module | Plan,
+    x: Tensor,
+    rules: Any = None,
+    conditions: Sequence[Condition] = (),
+    target: int | Tensor | None = None,
+    *,
+    exclude_parallel: bool = True,
+    handlers: Mapping[Any, Handler] | None = None,
+) -> Tensor:
+    """The input relevance under each of k conditions, all in one call.
+
+    A condition `{node: channels, ...}` keeps, at every node it names, the relevance of
+    the listed channels (axis 1; the listed neurons of a dense output) and sets the rest
+    to zero; the walk then goes on to the input. With `exclude_parallel` (the default,
+    as in zennit-crp), relevance that bypasses a named node (a residual skip around it)
+    is excluded too, so the heatmap is exactly the share of the explained logit that
+    passes through the concept. A condition naming several nodes is the hierarchical
+    case: concept $c$ at layer $l$ and sub-concepts at a layer $l'$ below it.
+
+    For a layer $l$ with relevance $R^l$ and a concept $\\theta$ (a set of channels),
+
+    $$ R^{0}(x \\mid \\theta) = \\mathrm{LRP}_{l \\to 0}\\big(R^l \\odot 1_{\\theta}\\big), \\qquad
+    \\sum_i R^{0}_i(x \\mid \\theta) = \\sum_{c \\in \\theta} \\sum_{p} R^l_{c,p} $$
+
+    (the sum holds for conservative rules). Achtibat et al. (2023), "From attribution
+    maps to human-understandable explanations through Concept Relevance Propagation",
+    Nature Machine Intelligence 5, 1006-1019.
+
+    Arguments:
+        model: an `nn.Module`, a `torch.fx.GraphModule` or a `Plan` (then rules=None).
+        x: the input batch.
+        rules: the rule mapping, as in `lrpfn.lrp`.
+        conditions: k dicts `{name: channels}`; a name is an fx node name as
+            `lrpfn.relevances` reports it or a module name; channels an int, a list of
+            ints, a LongTensor `(m,)` (the same for every sample) or `(batch, m)` (per
+            sample, e.g. from `top(...).channels`).
+        target: the class to explain (None: each sample's argmax; an int; `(batch,)`).
+        exclude_parallel: drop relevance bypassing a named node (False keeps it).
+        handlers: a dispatch table replacing `lrpfn.HANDLERS`.
+
+    Returns:
+        The input relevance of shape `(k, *x.shape)`.
+    """
+    if isinstance(conditions, Mapping) or not len(conditions):
+        raise InvalidConditionError(
+            "conditions must be a non-empty sequence of dicts {node name: channels}, e.g. "
+            "[{'layer4': [3]}, {'layer4': [7, 9]}]."
+        )
+    return _run(model, x, rules, handlers, target, conditions, exclude_parallel, stop=None)
+
+
+def importance(
+    model: torch.nn.Module | Plan,
+    x: Tensor,
+    rules: Any = None,
+    node: str = "",
+    target: int | Tensor | None = None,
+    *,
+    conditions: Sequence[Condition] | None = None,
+    exclude_parallel: bool = True,
+    handlers: Mapping[Any, Handler] | None = None,
+) -> Tensor:
+    """The relevance of every channel of `node`: $\\sum_p R^l_{c,p}$ per sample.
+
+    The walk stops at `node` (nothing below it is computed). With `conditions`, the
+    relevance of `node`'s channels under each condition on nodes above it (the
+    hierarchical case: which channels of layer3 make up channel 5 of layer4).
+
+    The other arguments are those of `conditional`.
+
+    Arguments:
+        node: an fx node name or a module name (see `conditional`).
+        conditions: None, or k conditions as in `conditional`.
+
+    Returns:
+        `(batch, channels)`: `node`'s relevance summed over every axis after the channel
+        axis 1; with conditions `(k, batch, channels)`.
+    """
+    if conditions is not None and (isinstance(conditions, Mapping) or not len(conditions)):
+        raise InvalidConditionError("conditions must be None or a non-empty sequence of dicts.")
+    relevance = _run(model, x, rules, handlers, target, conditions, exclude_parallel, stop=node)
+    if relevance.ndim < (3 if conditions is not None else 2):
+        raise InvalidConditionError(
+            f"node {node!r} has relevance of shape {tuple(relevance.shape)}, without a "
+            "channel axis 1."
+        )
+    first = 3 if conditions is not None else 2
+    return (
+        relevance.sum(dim=tuple(range(first, relevance.ndim)))
+        if relevance.ndim > first
+        else relevance
+    )
+
+
+def _run(model, x, rules, handlers, target, conditions, exclude_parallel, stop):
+    plan = _as_plan(model, rules, handlers, None)
+    _check_input(x)
+    stop_node = resolve_node(plan, stop) if stop is not None else None
+    batched = conditions is not None
+    named = _named(plan, conditions or [{}], x.shape[0])
+    _check_chains(named, exclude_parallel, plan)
+    parsed = parse_conditions(plan, named, exclude_parallel, stop_node, x.device)
+    with torch.no_grad(), TRACE_LOCK.running():
+        env, output_node = forward(plan, x)
+        env[_placeholder(plan)] = x  # the walk's zero result, when no relevance reaches x
+        output = env[output_node]
+        if output.ndim != 2:
+            raise InvalidTargetError(
+                f"concepts explain a model output of shape (batch, classes), got "
+                f"{tuple(output.shape)}."
+            )
+        if isinstance(target, Tensor) and target.ndim == 2:
+            raise InvalidTargetError(
+                "concepts explain one target per sample (an int or shape (batch,)); for "
+                "several classes call once per class."
+            )
+        initial = _initial_relevance(output, target, None)
+        scale = _power_of_two_scale(initial, output.ndim)
+        start = _rescaled(initial, scale.reciprocal())
+        walk = conditioned_walk(plan, env, output_node, start, parsed, stop_node)
+        gates = gate_tensors(parsed)
+        if batched:
+            result = torch.func.vmap(walk)(dict(parsed.index), dict(parsed.free), gates)
+        else:
+            first = {name: value[0] for name, value in parsed.index.items()}
+            result = walk(first, {name: value[0] for name, value in parsed.free.items()}, {})
+    if scale.ndim == 0:
+        return result
+    axis = 1 if batched else 0
+    return result * scale.reshape(scale.shape + (1,) * (result.ndim - axis - 1))
+
+
+def _placeholder(plan: Plan) -> fx.Node:
+    return next(node for node in plan.module.graph.nodes if node.op == "placeholder")
+
+
+def _named(plan: Plan, conditions, batch: int) -> list[dict[fx.Node, Tensor]]:
+    named = []
+    for position, condition in enumerate(conditions):
+        if not isinstance(condition, Mapping):
+            raise InvalidConditionError(
+                f"condition {position} is {condition!r}; each condition is a dict "
+                "{node name: channels}."
+            )
+        resolved: dict[fx.Node, Tensor] = {}
+        for name, channels in condition.items():
+            node = resolve_node(plan, name)
+            if node in resolved:
+                raise InvalidConditionError(
+                    f"condition {position} names node {node.name!r} twice (as {name!r})."
+                )
+            resolved[node] = _channel_index(channels, batch, f"condition {position}, {name!r}")
+        named.append(resolved)
+    return named
+
+
+def _channel_index(channels: Any, batch: int, where: str) -> Tensor:
+    """Channels as a LongTensor `(1, m)` (every sample) or `(batch, m)` (per sample)."""
+    if isinstance(channels, (bool, float)):
+        raise InvalidConditionError(f"{where}: channels must be integers, got {channels!r}.")
+    if isinstance(channels, Tensor):
+        index = channels.detach()
+    else:
+        try:
+            index = torch.as_tensor(channels if not isinstance(channels, int) else [channels])
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise InvalidConditionError(
+                f"{where}: channels must be an int, a list of ints or a LongTensor, got "
+                f"{channels!r}."
+            ) from error
+        if index.numel() == 0:
+            index = index.long()
+    if index.is_floating_point() or index.dtype in (torch.bool, torch.complex64, torch.complex128):
+        raise InvalidConditionError(f"{where}: channels must be integers, got dtype {index.dtype}.")
+    if index.ndim == 0:
+        index = index.reshape(1, 1)
+    elif index.ndim == 1:
+        index = index[None]
+    elif index.ndim != 2 or index.shape[0] != batch:
+        raise InvalidConditionError(
+            f"{where}: channels of shape {tuple(index.shape)}; use (m,) for every sample or "
+            f"(batch, m) = ({batch}, m) per sample."
+        )
+    if index.numel() and bool((index < 0).any()):
+        raise InvalidConditionError(f"{where}: channel indices must be >= 0, got {index.tolist()}.")
+    return index.long()
+
+
+def _check_chains(named, exclude_parallel: bool, plan: Plan) -> None:
+    """With `exclude_parallel`, the nodes of one condition must lie on one path."""
+    if not exclude_parallel:
+        return
+    for position, condition in enumerate(named):
+        nodes = list(condition)
+        for first, node in enumerate(nodes):
+            below = downstream(plan, node)
+            for other in nodes[first + 1 :]:
+                if other not in below and node not in downstream(plan, other):
+                    raise InvalidConditionError(
+                        f"condition {position} names {node.name!r} and {other.name!r}, which lie "
+                        "on parallel paths: no relevance passes through both, so with "
+                        "exclude_parallel=True the heatmap would be zero. Fix: condition on "
+                        "nodes of one path, or pass exclude_parallel=False."
+                    )
