@@ -71,7 +71,7 @@ def parametrised_layers(model: nn.Module) -> tuple[str, ...]:
     """The qualified names of the modules that own parameters, in the order the captured
     graph calls them (each once)."""
     with TRACE_LOCK.tracing():
-        graph = capture(model)
+        graph = capture(model).module  # capture returns a Captured (the models branch)
     names: list[str] = []
     for node in graph.graph.nodes:
         if node.op != "call_module" or node.target in names:
