@@ -85,6 +85,10 @@ VERB_COMMANDS = {
         "evaluate", "--model", TINY, "--input", "{images}", "--out", "eval", "--patch", "4",
         "--steps", "4",
     ],
+    "explain_dataset": [
+        "explain-dataset", "--model", "lrpfn.datasets:digits_cnn", "--data", "digits",
+        "--rules", "epsilon", "--out", "store.zarr", "--batch-size", "512", "--quiet",
+    ],
 }  # fmt: skip
 
 
