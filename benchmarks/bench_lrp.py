@@ -61,7 +61,7 @@ from lrpfn._traverse import backward, forward
 HERE = Path(__file__).resolve().parent
 MODELS = ("vgg16", "resnet50", "densenet121", "mobilenet_v2", "efficientnet_b0", "convnext_tiny")
 QUICK_MODELS = ("resnet18",)
-BATCHES = (8, 1)
+BATCHES = (1, 8)
 TARGETS = 4  # k of the several-targets rows
 MULTI = f"lrpfn epsilon, {TARGETS} targets"
 FLOOR = f"lrpfn forward + {TARGETS} x walk"
@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
     parser.add_argument("--repeats", type=int, help="timed repetitions (default 3, quick 2)")
     parser.add_argument("--models", nargs="+", help="torchvision model names")
-    parser.add_argument("--batches", nargs="+", type=int, help="batch sizes (default 8 1)")
+    parser.add_argument("--batches", nargs="+", type=int, help="batch sizes (default 1 8)")
     parser.add_argument(
         "--memory",
         action=argparse.BooleanOptionalAction,
@@ -455,7 +455,8 @@ def main(argv: list[str] | None = None) -> None:
     output = None
     if not args.no_write:
         output = args.output or HERE / ("RESULTS.md" if args.device == "cpu" else "RESULTS_cuda.md")
-    settings = [(name, batch) for name in models for batch in batches]
+    # every model at the first batch size first: a run stopped early has all models
+    settings = [(name, batch) for batch in batches for name in models]
     rows, prepared = [], {}
     for done, (name, batch) in enumerate(settings, 1):
         setting = Setting(name, batch, size, args.device, args.threads)
