@@ -101,6 +101,23 @@ def _route(step: Step) -> tuple:
     return vjp(step.relevance)
 
 
+def _concatenate(step: Step) -> tuple:
+    """`torch.cat(tensors, dim)`: the relevance split back into the parts, the exact VJP
+    of a concatenation, without re-running it (a DenseNet concatenates every earlier
+    feature map at every layer). Other argument forms take the generic route."""
+    parts = step.node.args[0] if step.node.args else step.node.kwargs.get("tensors")
+    values = step.args[0] if step.args else step.kwargs.get("tensors")
+    dim = _arg(step, 1, "dim", step.kwargs.get("axis", 0))
+    if not isinstance(parts, (list, tuple)) or any(value.ndim == 0 for value in values):
+        return _route(step)
+    if any(value.ndim != values[0].ndim for value in values):  # legacy empty 1-d parts
+        return _route(step)
+    pieces = step.relevance.split([value.shape[dim] for value in values], dim)
+    pieces = [piece.contiguous() for piece in pieces]
+    data = set(step.input_nodes)
+    return tuple(piece for part, piece in zip(parts, pieces, strict=True) if part in data)
+
+
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -313,6 +330,7 @@ PASS_PRESERVING = Handler(
     "pass", _pass, nonnegative="preserves", keeps_inputs=False, zero_at_zero=True
 )
 ROUTE = Handler("route", _route, nonnegative="preserves")
+CONCATENATE = Handler("route", _concatenate, nonnegative="preserves")
 NONE = Handler("none", _none, keeps_inputs=False)
 DENSE = Handler("linear", _linear(_dense_layer), rule="required")
 CHANNEL_AFFINE = Handler("linear", _linear(_channel_affine_layer), rule="required")
@@ -479,6 +497,7 @@ def _table() -> dict[Any, Handler]:
     table.update(dict.fromkeys(_OTHER_ACTIVATIONS, PASS))
     table.update(dict.fromkeys(_NONNEGATIVE_ACTIVATIONS, PASS_NONNEGATIVE))
     table.update(dict.fromkeys(_ROUTE_FUNCTIONS, ROUTE))
+    table.update(dict.fromkeys((torch.cat, torch.concat, torch.concatenate), CONCATENATE))
     table.update(dict.fromkeys(_POOL_FUNCTIONS, POOL))
     table.update(dict.fromkeys(_ROUTE_METHODS, ROUTE))
     table.update(dict.fromkeys(_PASS_METHODS, PASS_PRESERVING))
