@@ -21,6 +21,7 @@ from ._canonical import SOURCE, canonicalize
 from ._capture import TRACE_LOCK, capture
 from ._families import HANDLERS
 from ._handlers import ROUTE, Handler, handler_for
+from ._memory import recomputed_nodes
 from .composites import resolve
 from .errors import InvalidRuleError, UnsupportedNodeError
 from .rules import Gradient, is_signal_rule, rule_from_key
@@ -42,6 +43,8 @@ class Plan:
             wherever their output is <= 0.
         backward_uses: how many backward steps read each node's value (the forward keeps
             those values, the walk frees each after its last read).
+        recomputed: elementwise nodes whose value the forward drops and the walk
+            recomputes from their kept input (`lrpfn._memory`).
     """
 
     module: fx.GraphModule
@@ -52,6 +55,7 @@ class Plan:
     nonnegative: frozenset
     zero_where_nonpositive: frozenset = frozenset()
     backward_uses: Mapping[fx.Node, int] = field(default_factory=dict)
+    recomputed: frozenset = frozenset()
 
     def __repr__(self) -> str:
         lines = "\n".join(f"  {name}: {rule!r}" for name, rule in self.rules.items())
@@ -115,6 +119,7 @@ def prepare(
             for node, handler in node_handlers.items()
         }
         table_of_rules = resolve(gm, node_handlers, rules, default_rule=Gradient())
+    uses = _backward_uses(node_handlers, data_inputs)
     return Plan(
         module=gm,
         rules=MappingProxyType(table_of_rules),
@@ -123,7 +128,8 @@ def prepare(
         data_positions=MappingProxyType(positions),
         nonnegative=_nonnegative(gm, node_handlers, data_inputs),
         zero_where_nonpositive=_zero_where_nonpositive(node_handlers, table_of_rules),
-        backward_uses=MappingProxyType(_backward_uses(node_handlers, data_inputs)),
+        backward_uses=MappingProxyType(uses),
+        recomputed=recomputed_nodes(node_handlers, uses),
     )
 
 
