@@ -85,8 +85,9 @@ class Gamma(LinearRule):
            s_{\downarrow} = [z < 0] \frac{R}{\mathrm{st}(z_{\downarrow})} $$
         For $a \ge 0$ and $z > 0$ this is the original rule
         $R_{\text{in}} = a \odot f^\top(R / \mathrm{st}(f(a; W + \gamma W^+)); W + \gamma W^+)$.
-        `Gamma(0, stabilizer=0)` equals LRP-0. With `stabilizer=epsilon` this is also the
-        "gamma+epsilon" rule of TorchLRP.
+        `Gamma(0, stabilizer=0)` equals LRP-0. With `stabilizer=epsilon` this is the
+        literature's rule behind TorchLRP's "gamma+epsilon" key; TorchLRP's own computation
+        differs (a quadratic $\rho$, see `lrpfn.torchlrp` and docs/torchlrp.md).
 
     Arguments:
         gamma: $\gamma \ge 0$ (default 0.25).
