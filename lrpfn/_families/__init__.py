@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .._handlers import CORE_HANDLERS, Handler
-from . import exported, normalization
+from . import affine, exported, normalization, resampling
 
 __all__ = ["HANDLERS"]
 
@@ -21,6 +21,8 @@ _FAMILIES: tuple[Mapping[Any, Handler], ...] = (
     CORE_HANDLERS,
     exported.HANDLERS,
     normalization.HANDLERS,
+    resampling.HANDLERS,
+    affine.HANDLERS,
 )
 
 

@@ -1,0 +1,72 @@
+r"""Resampling: `F.interpolate` and `nn.Upsample` (nearest, linear, bilinear, bicubic,
+trilinear, area) as linear ops under the node's rule.
+
+Resampling is linear in its input, $z_j = \sum_i w_{ji} x_i$, with weights fixed by the
+mode and the sizes; LRP treats it like average pooling (Montavon et al. 2019, section
+10.2: sum- and average-pooling layers are linear layers with positive weights, explained
+by the rules of linear layers):
+
+- nearest, (bi/tri)linear and area weights are non-negative: the op is a parameter-free
+  `layers.LinearFunction` (its transpose is its own vector-Jacobian product), so every
+  rule is exact with $W^+ = W$ (under LRP-0 and epsilon each input keeps the share
+  $x_i w_{ji} / z_j$ of each output's relevance);
+- bicubic weights take both signs (the cubic kernel has negative lobes), so the
+  sign-split rules (z+, alpha-beta, gamma) need them: the op becomes a
+  `layers.SpatialMatrix` whose weight is the dense matrix $W$ over the flattened spatial
+  axes, read off the op applied to the unit basis (it costs $HW \times H'W'$ numbers:
+  fine for the feature maps of CNNs, large for full-resolution images).
+
+Reference: Montavon et al. 2019, "Layer-wise relevance propagation: an overview", in
+Explainable AI: Interpreting, Explaining and Visualizing Deep Learning, Springer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._handlers import Handler, Step, linear_handler
+from ..layers import Layer, LinearFunction, SpatialMatrix
+
+__all__ = ["HANDLERS", "resampling_matrix"]
+
+
+def _mode(step: Step) -> str:
+    node = step.node
+    if node.op == "call_module":
+        return node.graph.owning_module.get_submodule(node.target).mode
+    return step.args[3] if len(step.args) > 3 else step.kwargs.get("mode", "nearest")
+
+
+def resampling_matrix(resample: Any, x: Tensor) -> Tensor:
+    """The matrix $W$ `(outputs, inputs)` of the linear map `resample` over the spatial
+    axes of `x` (all axes after the channel axis), from the op applied to the unit basis."""
+    spatial = x.shape[2:]
+    count = spatial.numel()
+    basis = torch.eye(count, dtype=x.dtype, device=x.device).reshape(count, 1, *spatial)
+    return resample(basis).reshape(count, -1).T
+
+
+def _resampling_layer(step: Step) -> Layer:
+    x = step.inputs[0]
+    if _mode(step) == "bicubic":
+        weight = resampling_matrix(step.call, x)
+        op = SpatialMatrix(x.ndim - 2, tuple(step.output.shape[2:]))
+        return Layer(op, weight, None, step.node.name, False)
+    unit = torch.ones((), dtype=x.dtype, device=x.device)
+    return Layer(LinearFunction(step.call), unit, None, step.node.name, False)
+
+
+RESAMPLE = linear_handler(_resampling_layer, rule="default")
+
+HANDLERS: Mapping[Any, Handler] = {
+    F.interpolate: RESAMPLE,
+    F.upsample: RESAMPLE,
+    nn.Upsample: RESAMPLE,
+    nn.UpsamplingNearest2d: RESAMPLE,
+    nn.UpsamplingBilinear2d: RESAMPLE,
+}
