@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from . import _attention_passes
 from ._families.normalization import batch_norm_affine, batch_norm_arguments
 from ._ops import channel_affine, padded_convolution
 from .errors import TrainingModeError
@@ -77,6 +78,7 @@ def canonicalize(gm: fx.GraphModule) -> fx.GraphModule:
     new = fx.GraphModule(gm, graph, class_name=type(gm).__name__)
     _check_eval_mode(new)
     _out_of_place(new)
+    _attention_passes.rewrite_attention(new)  # attention, RMSNorm, gates: ordinary ops
     _lower_affine_modules(new)
     _fold_batch_norms(new)
     new.graph.eliminate_dead_code()

@@ -13,12 +13,14 @@ from types import MappingProxyType
 from typing import Any
 
 from .._handlers import CORE_HANDLERS, Handler
-from . import affine, exported, normalization, resampling
+from . import affine, attention, exported, normalization, resampling, rms_norm
 
 __all__ = ["HANDLERS"]
 
 _FAMILIES: tuple[Mapping[Any, Handler], ...] = (
     CORE_HANDLERS,
+    attention.HANDLERS,
+    rms_norm.HANDLERS,
     exported.HANDLERS,
     normalization.HANDLERS,
     resampling.HANDLERS,
