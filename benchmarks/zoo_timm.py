@@ -105,14 +105,24 @@ def build(name: str, size: int):
     return model
 
 
+_ADDITIVE = ("pos_embed", "token", "position_bias", "attention_biases", "rel_pos", "pos_bias")
+
+
+def is_additive(name: str) -> bool:
+    """A parameter or buffer that is added to activations: biases, BatchNorm means, and
+    the constant inputs of transformers (class and register tokens, position embeddings,
+    attention and relative-position biases)."""
+    leaf = name.rsplit(".", 1)[-1]
+    return leaf in ("bias", "beta", "running_mean") or any(part in leaf for part in _ADDITIVE)
+
+
 def without_biases(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy whose biases (parameters named `bias` or `beta`) and BatchNorm running means
-    are zero, so that LRP-0 conserves relevance at every affine step."""
+    """A copy whose additive parameters (`is_additive`) are zero, so that LRP-0 conserves
+    relevance at every affine step."""
     model = copy.deepcopy(model)
     with torch.no_grad():
         for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf in ("bias", "beta", "running_mean") and tensor.is_floating_point():
+            if is_additive(name) and tensor.is_floating_point():
                 tensor.zero_()
     return model
 
@@ -169,7 +179,7 @@ def measure(name: str, size: int, repeats: int) -> dict:
         bias_free = without_biases(model)
         with torch.no_grad():
             logit0 = bias_free(x)[0, target]
-        relevance0 = lrpfn.lrp(bias_free, x, lrpfn.rules.Epsilon(0.0), target=target)
+        relevance0 = lrpfn.lrp(bias_free, x, composites.cp_lrp(epsilon=0.0), target=target)
     except LRPError as error:
         row["explained"] = _reason(error)
         row["unmodified"] = "yes" if unchanged(before, attribute_snapshot(model)) else "NO"
@@ -212,12 +222,15 @@ def zoo_row(name: str, repeats: int, threads: int, timeout: float) -> dict:
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
+        print(f"{name}: timeout", file=sys.stderr, flush=True)
         return {**failed, "explained": f"no: timeout after {timeout:.0f} s"}
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1][:200].replace("|", "/")
         return {**failed, "explained": f"no: crashed: {last} (unexpected: not an lrpfn error)"}
-    return json.loads(lines[-1])
+    row = json.loads(lines[-1])
+    print(json.dumps(row), file=sys.stderr, flush=True)  # progress: each row as it comes
+    return row
 
 
 def zoo_table(
@@ -259,11 +272,13 @@ returns a finite relevance and the captured graph reproduces the model's output
 (relative difference at most 1e-4), else the lrpfn error's first line (the ops without a
 handler named); *ΣR / logit*: the input relevance summed over the explained logit
 (biases and stabilizers absorb some: no test of the library); *LRP-0, no biases*: how far
-from 1 that ratio is for LRP-0 (`rules.Epsilon(0)`) on a copy whose parameters named
-`bias` or `beta` and BatchNorm running means are zero: exact conservation up to float32
-rounding, except where a model has constant inputs that take relevance (class tokens,
-position embeddings, layer scales do not, but learned tokens and embeddings do) or a
-norm held constant; *unmodified*: every attribute of every module (by identity, and the
+from 1 that ratio is for LRP-0 on a copy whose additive parameters are zero (biases,
+`beta`s, BatchNorm running means, and the constant inputs of transformers: class and
+register tokens, position embeddings, attention biases): `composites.cp_lrp(epsilon=0)`,
+which is `rules.Epsilon(0)` on every linear node and holds attention weights and gates
+constant (Ali et al. 2022), the one setting in which a transformer conserves relevance
+exactly; so only float32 rounding remains (relative to logits that random weights can
+make as small as 1e-6); *unmodified*: every attribute of every module (by identity, and the
 items of dicts, lists and sets) and every tensor of the state dict (values and version
 counter) are as before; *s / image*: seconds per `lrpfn.lrp` call on a prepared plan,
 median of 3 (a shared machine: these vary from run to run).
