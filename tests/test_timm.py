@@ -4,7 +4,9 @@ Each covers an op family or front end the torchvision zoo does not: timm's funct
 `BatchNormAct2d`, group norm, weight-standardised convolutions (a batch norm over the
 weights), ConvNeXt-V2's global response normalisation (a norm held constant and
 `addcmul`), ResMLP's `addcmul` affine layers, HRNet's upsampling, and TF "same" padding
-computed from the input's shape (captured by `torch.export`). For each: the captured
+computed from the input's shape (captured by `torch.export`), and SKNet's and ResNeSt's
+split attention, whose softmax over branches gates the branches (`x * softmax(a)`: the
+product rule gives all relevance to the branches, none to the gate). For each: the captured
 graph reproduces the model's output; LRP-0 on a copy whose biases are zero conserves
 relevance (the sum of the input relevance equals the logit, up to float32 rounding); the
 model is unmodified (every module attribute and every tensor). The whole sample runs in
@@ -32,6 +34,9 @@ MODELS = {  # name: (create_model keyword arguments, input size, expected front 
     "convnextv2_atto": ({}, 32, "fx"),
     "resmlp_12_224": ({"img_size": 32}, 32, "fx"),
     "hrnet_w18_small": ({}, 64, "fx"),
+    # split attention: x * softmax over branches, the softmax a gate (branches take all)
+    "skresnet18": ({}, 32, "fx"),
+    "resnest14d": ({}, 32, "fx"),
     "tf_mobilenetv3_small_minimal_100": ({}, 32, "export"),
 }
 
