@@ -305,3 +305,13 @@ def test_targets_as_numpy_integers_and_lists(target):
 def test_list_target_of_floats_is_refused():
     with pytest.raises(lrpfn.errors.InvalidTargetError, match="integer class indices"):
         lrpfn.lrp(_model(), X, rules.Epsilon(), target=[0.5, 1.0])
+
+
+def test_a_users_graph_module_with_a_mapping_output_is_not_changed():
+    model = DictOutput().eval()
+    traced = fx.symbolic_trace(model)
+    code = traced.code
+    with pytest.warns(UserWarning, match="'logits'"):
+        relevance = lrpfn.lrp(traced, X, rules.Epsilon(), target=0)
+    assert traced.code == code and isinstance(traced(X), dict)
+    torch.testing.assert_close(relevance, lrpfn.lrp(model.body, X, rules.Epsilon(), target=0))
