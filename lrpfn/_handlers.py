@@ -487,6 +487,8 @@ def handler_for(node: fx.Node, gm: fx.GraphModule, table: Mapping[Any, Handler])
             handler = table.get(node.target)
         except TypeError:  # unhashable target
             return None
+        if handler is None and isinstance(node.target, torch._ops.OpOverload):
+            handler = table.get(node.target.overloadpacket)  # aten.x.overload -> aten.x
         if handler is None:
             name = (
                 f"{getattr(node.target, '__module__', '')}.{getattr(node.target, '__name__', '')}"

@@ -196,8 +196,11 @@ def _is_shape_query(node: fx.Node) -> bool:
         return False
     if getattr(node.target, "__name__", "") in ("getattr", "len"):
         return True
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        target = target.overloadpacket  # aten.sym_size.int -> aten.sym_size
     try:
-        return node.target in _SHAPE_FUNCTIONS or node.target in CONSTANT_STATISTICS
+        return target in _SHAPE_FUNCTIONS or target in CONSTANT_STATISTICS
     except TypeError:  # unhashable target
         return False
 
@@ -276,9 +279,16 @@ def _sends_zero_at_zero(user: fx.Node, handler: Handler, rules, at_zero: set) ->
 
 
 def _backward_uses(handlers: Mapping[fx.Node, Handler], data_inputs) -> dict[fx.Node, int]:
+    """How many backward steps read each node. A shape query used as a constant argument
+    (`x.view(x.size(0), -1)`, export's `sym_size`) is read by its consumer's step too: it
+    is counted once more, so the forward keeps it (it is never released: a few ints)."""
     uses: dict[fx.Node, int] = {}
     for node, handler in handlers.items():
         reads = list(data_inputs[node]) if handler.keeps_inputs else []
         for item in [*reads, node] if handler.needs_output else reads:
             uses[item] = uses.get(item, 0) + 1
+        if handler.keeps_inputs:
+            for item in node.all_input_nodes:
+                if item in data_inputs and _is_shape_query(item):
+                    uses[item] = uses.get(item, 0) + 1
     return uses

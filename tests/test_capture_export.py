@@ -315,3 +315,65 @@ def test_a_users_graph_module_with_a_mapping_output_is_not_changed():
         relevance = lrpfn.lrp(traced, X, rules.Epsilon(), target=0)
     assert traced.code == code and isinstance(traced(X), dict)
     torch.testing.assert_close(relevance, lrpfn.lrp(model.body, X, rules.Epsilon(), target=0))
+
+
+class AttentionOps(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(4, 12)
+
+    def forward(self, x):  # (batch, tokens, 4)
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        weights = torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1)
+        mixed = torch.matmul(weights.masked_fill(weights < 0, 0.0), v)
+        fused = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
+        return torch.einsum("btd,btd->bd", mixed, fused)
+
+
+def test_export_maps_the_aten_attention_ops_to_torch_level_callables():
+    from lrpfn._export import export_graph
+
+    gm = export_graph(AttentionOps().eval(), torch.randn(2, 3, 4))
+    targets = {node.target for node in gm.graph.nodes if node.op == "call_function"}
+    expected = {F.linear, torch.softmax, torch.bmm, torch.matmul, torch.masked_fill,
+                F.scaled_dot_product_attention, torch.einsum}  # fmt: skip
+    assert expected <= targets
+    assert not any(isinstance(t, torch._ops.OpOverload) for t in targets)
+    assert not any(node.op == "call_module" for node in gm.graph.nodes)  # no _guards_fn
+
+
+def test_shape_queries_of_an_exported_graph_are_non_data_nodes():
+    """`aten.sym_size` (what export emits for a dynamic dimension) carries no relevance."""
+    torch.manual_seed(2)
+    linear = nn.Linear(6, 2)
+    graph = fx.Graph()
+    x = graph.placeholder("x")
+    size = graph.call_function(torch.ops.aten.sym_size.int, (x, 0))
+    flat = graph.call_function(torch.reshape, (x, (size, -1)))
+    graph.output(
+        graph.call_function(F.linear, (flat, graph.get_attr("weight"), graph.get_attr("bias")))
+    )
+    root = nn.Module()
+    root.weight, root.bias = linear.weight, linear.bias
+    gm = fx.GraphModule(root, graph)
+    x_value = torch.randn(3, 2, 3)
+    expected = lrpfn.lrp(linear, x_value.reshape(3, -1), rules.Epsilon(), target=1)
+    torch.testing.assert_close(
+        lrpfn.lrp(gm, x_value, rules.Epsilon(), target=1), expected.reshape(3, 2, 3)
+    )
+
+
+def test_a_size_query_used_as_an_argument_is_kept_for_the_backward_walk():
+    class SizeView(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.fc(x.view(x.size(0), -1))
+
+    model, x = SizeView().eval(), torch.randn(3, 2, 3)
+    expected = lrpfn.lrp(model.fc, x.reshape(3, -1), rules.Epsilon(), target=1)
+    torch.testing.assert_close(
+        lrpfn.lrp(model, x, rules.Epsilon(), target=1), expected.reshape(3, 2, 3)
+    )
