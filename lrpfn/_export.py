@@ -99,6 +99,8 @@ _TORCH_LEVEL: dict[Any, tuple[Callable[..., Any], Adapter | None]] = {
     aten.softplus: (F.softplus, None),
     aten.clamp: (torch.clamp, None),
     aten.neg: (torch.neg, None),
+    aten.pow: (torch.pow, None),
+    aten.square: (torch.square, None),
     aten.dropout: (F.dropout, None),
     aten.add: (torch.add, None),
     aten.sub: (torch.sub, None),

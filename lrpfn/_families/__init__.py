@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .._handlers import CORE_HANDLERS, Handler
-from . import affine, attention, exported, normalization, resampling, rms_norm
+from . import affine, attention, elementwise, exported, normalization, resampling, rms_norm
 
 __all__ = ["HANDLERS"]
 
@@ -25,6 +25,7 @@ _FAMILIES: tuple[Mapping[Any, Handler], ...] = (
     normalization.HANDLERS,
     resampling.HANDLERS,
     affine.HANDLERS,
+    elementwise.HANDLERS,
 )
 
 
