@@ -53,6 +53,9 @@ ZOO = (
     "mnasnet0_5",
     "regnet_y_400mf",
     "convnext_tiny",
+    "vit_b_16",
+    "swin_t",
+    "maxvit_t",
 )
 BUILD_ARGUMENTS = {
     "googlenet": {"aux_logits": False, "init_weights": False},

@@ -9,6 +9,8 @@ user's model is never touched):
 2. `F.scaled_dot_product_attention` calls (attn_mask, is_causal, scale, grouped-query
    attention) become `repeat_heads` (grouped-query only), `Q @ K.mT`, `masked_scores`,
    `softmax` and `P @ V`;
+   torchvision's Swin `shifted_window_attention` is decomposed likewise
+   (`lrpfn._window_attention`);
 3. the computed RMSNorm `x * rsqrt(mean(x ** 2, -1, keepdim=True) + eps)` (as Llama,
    Mistral and T5 write it, with casts around it) becomes one `rms_normalize(x, eps)` node;
 4. the computed tanh GELU `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x ** 3)))`
@@ -34,6 +36,7 @@ from torch import fx, nn
 from . import (
     _attention_ops as ops,
     _canonical,  # its names are read at call time: _canonical imports this module
+    _window_attention,
 )
 from .errors import TrainingModeError, UnsupportedNodeError
 
@@ -50,6 +53,7 @@ def rewrite_attention(gm: fx.GraphModule) -> None:
     _refuse_vmap_remains(gm)
     _decompose_multihead_attention(gm)
     _decompose_scaled_dot_product_attention(gm)
+    _window_attention.decompose(gm)
     _fold_rms_norms(gm)
     _fold_tanh_gelus(gm)
     _mark_gated_products(gm)

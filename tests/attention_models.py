@@ -206,3 +206,29 @@ class Encoder(nn.Module):
         tanh = _lxt_rules().identity_rule_implicit if self.lxt else (lambda f, t: f(t))
         pooled = tanh(torch.tanh, pooled)
         return self.classifier(pooled)
+
+
+def tiny_vit(seed: int = 0) -> nn.Module:
+    """torchvision's VisionTransformer at 32 x 32 pixels (patches of 8, 2 layers, width 16),
+    with a random head (torchvision initialises it to zero). A `module:attr` factory for
+    the command line."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(seed)
+    model = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+        num_classes=5,
+    )  # fmt: skip
+    nn.init.normal_(model.heads.head.weight, std=0.5)
+    return model.eval()
+
+
+def tiny_swin(seed: int = 0) -> nn.Module:
+    """torchvision's SwinTransformer with windows of 4 and two stages of width 16 and 32."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(seed)
+    return SwinTransformer(
+        patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4],
+        num_classes=5,
+    ).eval()  # fmt: skip

@@ -131,3 +131,15 @@ def test_docs_build_strict(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "index.html").is_file()
     assert (tmp_path / "site" / "api" / "index.html").is_file()
+
+
+def test_explain_text_smoke(tmp_path):
+    result = _run("explain_text.py", "--smoke", cwd=tmp_path)
+    assert "next token" in result.stdout and "\x1b[48;2;" in result.stdout
+    assert "<span" in (tmp_path / "out" / "explanation.html").read_text()
+
+
+def test_explain_vit_smoke(tmp_path):
+    result = _run("explain_vit.py", "--smoke", cwd=tmp_path)
+    assert _is_png(tmp_path / "out" / "vit_explanations.png")
+    assert "attnlrp(gamma=0.25) and cp_lrp" in result.stdout

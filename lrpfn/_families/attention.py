@@ -19,7 +19,7 @@ canonical passes; the product rule (`composites.PRODUCT`) then knows which is th
 
 Masks (`masked_fill`, `torch.where` with a constant condition) route relevance exactly:
 masked entries are constants and take none. The helpers the passes insert
-(`lrpfn._attention_ops`) are routes (head reshapes, grouped-query repeats) or pass
+(`lrpfn._attention_ops`, `lrpfn._window_attention` for Swin) are routes (head reshapes, grouped-query repeats) or pass
 relevance unchanged (the scale and mask of the scores).
 
 References:
@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from .. import _attention_ops as ops
-from .._handlers import PASS_ZERO, ROUTE, Handler, Step
+from .. import _attention_ops as ops, _window_attention as windows
+from .._handlers import PASS, ROUTE, Handler, Step
 from ..errors import NodeFailedError
 from ..rules._attention import Product
 
@@ -202,7 +202,13 @@ HANDLERS: Mapping[Any, Handler] = {
     ops.split_heads: ROUTE,
     ops.merge_heads: ROUTE,
     ops.repeat_heads: ROUTE,
-    ops.masked_scores: PASS_ZERO,
+    ops.masked_scores: PASS,  # adds constants: not zero where the scores are
+    windows.window_partition: ROUTE,
+    windows.window_heads: ROUTE,
+    windows.merge_window_heads: ROUTE,
+    windows.window_reverse: ROUTE,
+    windows.window_scores: PASS,
+    "torchvision.models.swin_transformer._patch_merging_pad": ROUTE,  # pad, slice, cat
     ops.gated_product: Handler("product", _gated_product, rule="product"),
 }
 """The attention family's handlers (merged into `lrpfn.HANDLERS`)."""

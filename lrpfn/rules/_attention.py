@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import torch
 from torch import Tensor
 
 from ._base import check_nonnegative, stabilized_divide
@@ -131,7 +130,7 @@ class AttnSoftmax:
         $$ R_{x,i} = x_i \Big(R_i - s_i \sum_j R_j\Big) $$
         which is $x \odot J^\top (R / s)$ with the softmax Jacobian
         $J_{ji} = s_j(\delta_{ij} - s_i)$. Entries with $x_i = -\infty$ (masked positions)
-        get 0. The rule is not conservative: $\sum_i R_{x,i} = \sum_j R_j (x_j - \langle s, x\rangle)$,
+        get 0 (softmax of $+\infty$ is undefined). The rule is not conservative: $\sum_i R_{x,i} = \sum_j R_j (x_j - \langle s, x\rangle)$,
         the Taylor term (the remainder is the bias of the paper's decomposition).
 
     Reference:
@@ -139,9 +138,9 @@ class AttnSoftmax:
     """
 
     def __call__(self, x: Tensor, s: Tensor, relevance: Tensor, dim: int) -> Tensor | None:
-        finite_x = torch.where(torch.isinf(x), torch.zeros((), dtype=x.dtype, device=x.device), x)
         total = relevance.sum(dim, keepdim=True)
-        return (relevance - s * total).mul_(finite_x)
+        result = (relevance - s * total).mul_(x)
+        return result.masked_fill_(x == float("-inf"), 0.0)  # -inf * 0 would be NaN
 
 
 @dataclass(frozen=True)
