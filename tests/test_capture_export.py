@@ -377,3 +377,32 @@ def test_a_size_query_used_as_an_argument_is_kept_for_the_backward_walk():
     torch.testing.assert_close(
         lrpfn.lrp(model, x, rules.Epsilon(), target=1), expected.reshape(3, 2, 3)
     )
+
+
+class WritesInForward(nn.Module):
+    """ConViT's pattern: an index tensor built by in-place writes into a fresh tensor, and a
+    buffer reassigned in forward when the input's size changes."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.register_buffer("positions", torch.zeros(1, 1, 1), persistent=False)
+
+    def forward(self, x):  # (batch, tokens, 4)
+        tokens = x.shape[1]
+        if self.positions.shape[1] != tokens:  # shape-dependent: fx fails, export captures
+            positions = torch.zeros(1, tokens, 1)
+            positions[:, :, 0] = torch.arange(tokens).float() / tokens
+            self.positions = positions
+        return self.fc(x + self.positions).mean(1)
+
+
+def test_in_place_writes_into_fresh_tensors_are_kept_and_the_models_buffers_untouched():
+    model, x = WritesInForward().eval(), torch.randn(2, 5, 4)
+    plan = lrpfn.prepare(model, rules.Epsilon(), example_input=x)
+    assert plan.front_end == "export"
+    assert model.positions.shape == (1, 1, 1) and not model.positions.any()  # restored
+    with torch.no_grad():
+        captured, expected = plan.module(x), model(x)
+    torch.testing.assert_close(captured, expected, rtol=0, atol=0)  # the writes happened
+    assert model.positions.shape == (1, 5, 1)  # the model's own forward reassigned it
