@@ -132,3 +132,15 @@ def test_addcmul_of_several_activations_is_a_named_error():
             rules.Epsilon(),
             output_relevance=torch.ones(2, 3, dtype=D),
         )
+
+
+def test_bicubic_resampling_of_a_full_image_under_epsilon_needs_no_matrix():
+    """Epsilon is exact with the op and its transpose: no (H W) x (H' W') matrix is built
+    (240 -> 224 pixels would need 2.9e9 entries); a sign-split rule there is a named error."""
+    op = Interpolate(size=(224, 224), mode="bicubic", align_corners=False)
+    x = torch.rand(1, 1, 240, 240)
+    relevance = torch.rand(1, 1, 224, 224)
+    result = lrpfn.lrp(op, x, rules.Epsilon(0.0), output_relevance=relevance)
+    torch.testing.assert_close(result.sum(), relevance.sum(), rtol=1e-4, atol=0)
+    with pytest.raises(lrpfn.errors.UnsupportedNodeError, match=r"give this node rules\.Epsilon"):
+        lrpfn.lrp(op, x, rules.ZPlus(), output_relevance=relevance)

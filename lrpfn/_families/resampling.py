@@ -10,11 +10,13 @@ by the rules of linear layers):
   `layers.LinearFunction` (its transpose is its own vector-Jacobian product), so every
   rule is exact with $W^+ = W$ (under LRP-0 and epsilon each input keeps the share
   $x_i w_{ji} / z_j$ of each output's relevance);
-- bicubic weights take both signs (the cubic kernel has negative lobes), so the
-  sign-split rules (z+, alpha-beta, gamma) need them: the op becomes a
+- bicubic weights take both signs (the cubic kernel has negative lobes); epsilon and
+  LRP-0 need only the op and its transpose (exact as a `layers.LinearFunction`), but the
+  sign-split rules (z+, alpha-beta, gamma) need the signed weights: the op becomes a
   `layers.SpatialMatrix` whose weight is the dense matrix $W$ over the flattened spatial
   axes, read off the op applied to the unit basis (it costs $HW \times H'W'$ numbers:
-  fine for the feature maps of CNNs, large for full-resolution images).
+  fine for the feature maps of CNNs; above 2^25 entries, such as an image resized from
+  240 to 224 pixels, a named error asks for Epsilon on that node).
 
 Reference: Montavon et al. 2019, "Layer-wise relevance propagation: an overview", in
 Explainable AI: Interpreting, Explaining and Visualizing Deep Learning, Springer.
@@ -30,7 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._handlers import Handler, Step, linear_handler
+from ..errors import UnsupportedNodeError
 from ..layers import Layer, LinearFunction, SpatialMatrix
+from ..rules import Epsilon
 
 __all__ = ["HANDLERS", "resampling_matrix"]
 
@@ -51,9 +55,21 @@ def resampling_matrix(resample: Any, x: Tensor) -> Tensor:
     return resample(basis).reshape(count, -1).T
 
 
+_LARGEST_MATRIX = 2**25  # entries (128 MiB in float32)
+
+
 def _resampling_layer(step: Step) -> Layer:
     x = step.inputs[0]
-    if _mode(step) == "bicubic":
+    if _mode(step) == "bicubic" and not isinstance(step.rule, Epsilon):
+        entries = x.shape[2:].numel() * step.output.shape[2:].numel()
+        if entries > _LARGEST_MATRIX:
+            raise UnsupportedNodeError(
+                f"node {step.node.name!r}: bicubic resampling from {tuple(x.shape[2:])} to "
+                f"{tuple(step.output.shape[2:])} under {step.rule!r} needs its weights with "
+                f"their signs, a matrix of {entries:,} entries. Fix: give this node "
+                f"rules.Epsilon (exact without the matrix), e.g. rules={{{step.node.name!r}: "
+                "lrpfn.rules.Epsilon(), ...}, or resample the input before the model."
+            )
         weight = resampling_matrix(step.call, x)
         op = SpatialMatrix(x.ndim - 2, tuple(step.output.shape[2:]))
         return Layer(op, weight, None, step.node.name, False)
