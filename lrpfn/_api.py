@@ -8,7 +8,8 @@ model, its modules or the rules, and the model's parameters, buffers, hooks, mod
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import numbers
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,7 +24,7 @@ from .errors import InvalidInputError, InvalidRuleError, InvalidTargetError
 
 __all__ = ["lrp", "prepare", "relevances"]
 
-Target = int | Tensor | None
+Target = int | Sequence[int] | Tensor | None
 
 
 def lrp(
@@ -44,8 +45,9 @@ def lrp(
         x: the input batch, a floating tensor.
         rules: a rule mapping: a rule, a dict of rules keyed by type, name, family,
             position or predicate, a `Composite`, or a rule key such as "alpha2beta1".
-        target: the class to explain: None (each sample's argmax), an int, a LongTensor of
-            shape `(batch,)`, or of shape `(batch, k)` for k classes per sample at once.
+        target: the class to explain: None (each sample's argmax), an int (a NumPy
+            integer too), a LongTensor, list or NumPy array of shape `(batch,)`, or of
+            shape `(batch, k)` for k classes per sample at once.
         output_relevance: start from this relevance instead (shape of the model output).
         handlers: a dispatch table replacing `lrpfn.HANDLERS`.
         pattern: patterns for TorchLRP's keys, `lrp(model, x, "patternnet", pattern=p)`.
@@ -81,8 +83,9 @@ def relevances(
 
 
 def _explain(model, x, options, target, output_relevance, keep_all):
-    plan = _as_plan(model, *options)
     _check_input(x)
+    plan = _as_plan(model, *options, example_input=x)
+    _check_shape(plan, x)
     with torch.no_grad(), TRACE_LOCK.running():
         env, output_node = forward(plan, x)
         output = env[output_node]
@@ -135,7 +138,7 @@ def _rescaled(value: Any, scale: Tensor) -> Any:
     return value * scale.reshape(scale.shape + (1,) * (value.ndim - scale.ndim))
 
 
-def _as_plan(model, rules, handlers, pattern) -> Plan:
+def _as_plan(model, rules, handlers, pattern, example_input=None) -> Plan:
     if isinstance(model, Plan):
         if rules is not None or handlers is not None or pattern is not None:
             raise InvalidRuleError(
@@ -148,7 +151,17 @@ def _as_plan(model, rules, handlers, pattern) -> Plan:
             "no rules given: pass e.g. rules=lrpfn.rules.Epsilon() or a composite such as "
             "lrpfn.composites.epsilon_plus()."
         )
-    return prepare(model, rules, handlers, pattern=pattern)
+    return prepare(model, rules, handlers, pattern=pattern, example_input=example_input)
+
+
+def _check_shape(plan: Plan, x: Tensor) -> None:
+    if plan.input_shape is not None and tuple(x.shape) != plan.input_shape:
+        raise InvalidInputError(
+            f"this Plan was captured by torch.export at input shape {plan.input_shape} (fx "
+            f"could not trace the model) and holds for that shape only; x has shape "
+            f"{tuple(x.shape)}. Fix: prepare a plan with example_input of this shape, or "
+            "call lrpfn.lrp(model, x), which captures at x's shape."
+        )
 
 
 def _check_input(x: Any) -> None:
@@ -196,8 +209,19 @@ def _initial_relevance(output: Tensor, target: Target, output_relevance: Tensor 
 def _target_index(target: Target, output: Tensor, batch: int, classes: int) -> Tensor:
     if target is None:
         return output.argmax(dim=1)
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        target = int(target)  # a NumPy integer
+    elif _is_array_like(target):
+        try:
+            target = torch.as_tensor(target)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise InvalidTargetError(
+                f"target must hold integer class indices, got {target!r}."
+            ) from error
     if isinstance(target, bool) or not isinstance(target, (int, Tensor)):
-        raise InvalidTargetError(f"target must be None, an int or a LongTensor, got {target!r}.")
+        raise InvalidTargetError(
+            f"target must be None, an int or a LongTensor, got {target!r} (a list of ints works too)."
+        )
     index = torch.as_tensor(target, device=output.device)
     if index.is_floating_point() or index.dtype == torch.bool:
         raise InvalidTargetError(
@@ -215,6 +239,11 @@ def _target_index(target: Target, output: Tensor, batch: int, classes: int) -> T
             f"target {index.tolist()} is out of range for {classes} classes (valid: 0..{classes - 1})."
         )
     return index.long()
+
+
+def _is_array_like(target: Any) -> bool:
+    """A list or tuple of class indices, or a NumPy array (without importing NumPy)."""
+    return isinstance(target, (list, tuple)) or type(target).__module__ == "numpy"
 
 
 def _with_aliases(plan: Plan, recorded: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,13 @@
    node used by nothing else is folded into it,
    $W' = W \\gamma / \\sqrt{\\sigma^2 + \\epsilon}$,
    $b' = (b - \\mu) \\gamma / \\sqrt{\\sigma^2 + \\epsilon} + \\beta$;
-   any other BatchNorm becomes a per-channel affine node (`_ops.channel_affine`).
+   any other BatchNorm becomes a per-channel affine node (`_ops.channel_affine`). The
+   functional form `F.batch_norm(x, running_mean, running_var, weight, bias, False, ...)`
+   (timm's `BatchNormAct2d`, and every BatchNorm captured by `torch.export`), in any mix
+   of positional and keyword arguments, is folded or made affine exactly the same way
+   when its statistics and parameters are module attributes (or None); otherwise the node
+   stays and its handler makes it a per-channel affine layer at run time
+   (`_families.normalization`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from . import _attention_passes
+from ._families.normalization import batch_norm_affine, batch_norm_arguments
 from ._ops import channel_affine, padded_convolution
 from .errors import TrainingModeError
 
@@ -70,6 +78,7 @@ def canonicalize(gm: fx.GraphModule) -> fx.GraphModule:
     new = fx.GraphModule(gm, graph, class_name=type(gm).__name__)
     _check_eval_mode(new)
     _out_of_place(new)
+    _attention_passes.rewrite_attention(new)  # attention, RMSNorm, gates: ordinary ops
     _lower_affine_modules(new)
     _fold_batch_norms(new)
     new.graph.eliminate_dead_code()
@@ -99,6 +108,8 @@ def _training_flag(node: fx.Node) -> bool:
     name = f"{getattr(node.target, '__module__', '')}.{getattr(node.target, '__name__', '')}"
     if name == _STOCHASTIC_DEPTH:
         index = 3
+    if node.target is F.batch_norm:
+        return batch_norm_arguments(node.args, node.kwargs)["training"] is not False
     if index is None:
         return False
     training = node.args[index] if len(node.args) > index else node.kwargs.get("training", True)
@@ -112,10 +123,11 @@ def _check_eval_mode(gm: fx.GraphModule) -> None:
         for node, module in _modules_of(gm)
         if module.training and isinstance(module, random_modules)
     ]
+    on_data = _depends_on_input(gm)
     training += [
         f"{node.name} ({node.target.__name__}, training=True)"
         for node in gm.graph.nodes
-        if _training_flag(node)
+        if node in on_data and _training_flag(node)
     ]
     if training:
         raise TrainingModeError(
@@ -124,6 +136,17 @@ def _check_eval_mode(gm: fx.GraphModule) -> None:
             f"{', '.join(training)}. Fix: call model.eval() before explaining (lrpfn never "
             "changes your model's mode)."
         )
+
+
+def _depends_on_input(gm: fx.GraphModule) -> set[fx.Node]:
+    """The nodes computed from the explained input (the first placeholder). A batch norm
+    in training mode elsewhere standardises weights (timm's `ScaledStdConv2d`): no data."""
+    placeholder = next((node for node in gm.graph.nodes if node.op == "placeholder"), None)
+    found = {placeholder} if placeholder is not None else set()
+    for node in gm.graph.nodes:
+        if any(item in found for item in node.all_input_nodes):
+            found.add(node)
+    return found
 
 
 def _fresh_name(gm: fx.GraphModule, base: str) -> str:
@@ -179,7 +202,7 @@ def _parameter_attr(gm: fx.GraphModule, node: fx.Node, path: str, value):
 def _lower_affine_modules(gm: fx.GraphModule) -> None:
     for node, module in list(_modules_of(gm)):
         kind = type(module)
-        if kind not in (nn.Linear, nn.LayerNorm) and kind not in _CONV_FUNCTIONS:
+        if kind not in (nn.Linear, nn.LayerNorm, nn.GroupNorm) and kind not in _CONV_FUNCTIONS:
             continue
         weight = _parameter_attr(gm, node, f"{node.target}.weight", module.weight)
         bias = _parameter_attr(gm, node, f"{node.target}.bias", module.bias)
@@ -188,6 +211,9 @@ def _lower_affine_modules(gm: fx.GraphModule) -> None:
             target, args, kwargs = F.linear, (x, weight, bias), {}
         elif kind is nn.LayerNorm:
             target, args = F.layer_norm, (x, module.normalized_shape, weight, bias, module.eps)
+            kwargs = {}
+        elif kind is nn.GroupNorm:
+            target, args = F.group_norm, (x, module.num_groups, weight, bias, module.eps)
             kwargs = {}
         else:
             target, args, kwargs = _convolution_call(gm, node, module, x, weight, bias)
@@ -256,6 +282,7 @@ def _batch_norm_affine(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _fold_batch_norms(gm: fx.GraphModule) -> None:
+    _fold_functional_batch_norms(gm)
     for node, module in list(_modules_of(gm)):
         if not isinstance(module, _BATCH_NORMS):
             continue
@@ -267,19 +294,46 @@ def _fold_batch_norms(gm: fx.GraphModule) -> None:
             )
         scale, shift = _batch_norm_affine(module)
         (x,) = node.args
-        if _foldable(x):
-            _fold_into(gm, x, scale, shift)
-            x.meta[FOLDED] = node.name
-            node.replace_all_uses_with(x)
-        else:
-            scale_node = _get_attr(gm, node, scale, "_lrpfn_bn_scale_")
-            shift_node = _get_attr(gm, node, shift, "_lrpfn_bn_shift_")
-            with gm.graph.inserting_before(node):
-                affine = gm.graph.call_function(channel_affine, (x, scale_node, shift_node))
-            affine.meta = {**node.meta, SOURCE: Source(node.target, type(module))}
-            _replace(gm, node, affine)
+        _fold_or_affine(gm, node, x, scale, shift, Source(node.target, type(module)))
+
+
+def _fold_functional_batch_norms(gm: fx.GraphModule) -> None:
+    """`F.batch_norm` nodes (eval mode) whose statistics and parameters are module
+    attributes: folded into the layer before, or a per-channel affine node, as modules are."""
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target is not F.batch_norm:
             continue
+        arguments = batch_norm_arguments(node.args, node.kwargs)
+        constants = {}
+        for key in ("running_mean", "running_var", "weight", "bias"):
+            value = arguments[key]
+            if isinstance(value, fx.Node) and value.op == "get_attr":
+                constants[key] = attribute(gm, value.target)
+            elif value is None and key in ("weight", "bias"):
+                constants[key] = None
+            else:
+                break  # computed or missing statistics: the handler makes it affine at run time
+        else:
+            with torch.no_grad():
+                scale, shift = batch_norm_affine({**arguments, **constants})
+            _fold_or_affine(gm, node, arguments["input"], scale, shift, node.meta.get(SOURCE))
+
+
+def _fold_or_affine(gm, node, x, scale, shift, source) -> None:
+    if _foldable(x):
+        _fold_into(gm, x, scale, shift)
+        x.meta[FOLDED] = node.name
+        node.replace_all_uses_with(x)
         gm.graph.erase_node(node)
+        return
+    scale_node = _get_attr(gm, node, scale, "_lrpfn_bn_scale_")
+    shift_node = _get_attr(gm, node, shift, "_lrpfn_bn_shift_")
+    with gm.graph.inserting_before(node):
+        affine = gm.graph.call_function(channel_affine, (x, scale_node, shift_node))
+    affine.meta = dict(node.meta)
+    if source is not None:
+        affine.meta[SOURCE] = source
+    _replace(gm, node, affine)
 
 
 def _foldable(x) -> bool:

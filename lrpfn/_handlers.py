@@ -41,7 +41,7 @@ from .layers import ChannelAffine, Convolution, Dense, Layer, LinearFunction, No
 from .rules._base import Activations, stabilized_divide
 from .rules._lrp import Epsilon
 
-__all__ = ["CORE_HANDLERS", "Handler", "Step", "handler_for"]
+__all__ = ["CORE_HANDLERS", "Handler", "Step", "handler_for", "linear_handler"]
 
 
 @dataclass
@@ -153,6 +153,13 @@ def _linear(build: Callable[[Step], Layer]) -> Callable[[Step], tuple]:
         return (apply_rule(step.rule, layer, activations, step.relevance),)
 
     return backward
+
+
+def linear_handler(
+    build: Callable[[Step], Layer], rule: str = "required", nonnegative: str | None = None
+) -> Handler:
+    """A handler for an affine op: `build(step)` makes its `Layer`, the node's rule explains it."""
+    return Handler("linear", _linear(build), rule=rule, nonnegative=nonnegative)
 
 
 def _arg(step: Step, index: int, name: str, default: Any = None) -> Any:
@@ -526,6 +533,8 @@ def handler_for(node: fx.Node, gm: fx.GraphModule, table: Mapping[Any, Handler])
             handler = table.get(node.target)
         except TypeError:  # unhashable target
             return None
+        if handler is None and isinstance(node.target, torch._ops.OpOverload):
+            handler = table.get(node.target.overloadpacket)  # aten.x.overload -> aten.x
         if handler is None:
             name = (
                 f"{getattr(node.target, '__module__', '')}.{getattr(node.target, '__name__', '')}"

@@ -19,7 +19,8 @@ from torch import fx
 
 from ._canonical import SOURCE, canonicalize
 from ._capture import TRACE_LOCK, capture
-from ._families import HANDLERS
+from ._families import HANDLERS, exported
+from ._families.normalization import CONSTANT_STATISTIC_METHODS, CONSTANT_STATISTICS
 from ._handlers import ROUTE, Handler, handler_for
 from ._memory import recomputed_nodes
 from .composites import resolve
@@ -45,6 +46,12 @@ class Plan:
             those values, the walk frees each after its last read).
         recomputed: elementwise nodes whose value the forward drops and the walk
             recomputes from their kept input (`lrpfn._memory`).
+        front_end: the capture that made the graph: "fx" (`torch.fx.symbolic_trace`),
+            "export" (`torch.export`, specialised to `input_shape`) or "graph" (a
+            `GraphModule` passed in).
+        input_shape: the input shape an "export" graph is specialised to, else None.
+        output_key: "logits" where the model returns a mapping (a dict, a Hugging Face
+            `ModelOutput`) and its logits are explained, else None.
     """
 
     module: fx.GraphModule
@@ -56,10 +63,18 @@ class Plan:
     zero_where_nonpositive: frozenset = frozenset()
     backward_uses: Mapping[fx.Node, int] = field(default_factory=dict)
     recomputed: frozenset = frozenset()
+    front_end: str = "fx"
+    input_shape: tuple[int, ...] | None = None
+    output_key: str | None = None
 
     def __repr__(self) -> str:
         lines = "\n".join(f"  {name}: {rule!r}" for name, rule in self.rules.items())
-        return f"Plan({type(self.module).__name__}, rules={{\n{lines}\n}})"
+        captured = f"front_end={self.front_end!r}"
+        if self.input_shape is not None:
+            captured += f", input_shape={self.input_shape}"
+        if self.output_key is not None:
+            captured += f", output_key={self.output_key!r}"
+        return f"Plan({type(self.module).__name__}, {captured}, rules={{\n{lines}\n}})"
 
 
 def prepare(
@@ -68,6 +83,7 @@ def prepare(
     handlers: Mapping[Any, Handler] | None = None,
     *,
     pattern: Any = None,
+    example_input: torch.Tensor | None = None,
 ) -> Plan:
     """Capture `model`, canonicalize it, check every node and resolve `rules`.
 
@@ -82,9 +98,12 @@ def prepare(
             `{MyModule: lrpfn.handlers.PASS}`).
         pattern: the `lrpfn.patterns.Patterns` for TorchLRP's keys "patternnet" and
             "patternattribution" (`prepare(model, "patternnet", pattern=patterns)`).
+        example_input: an input batch. Where `torch.fx.symbolic_trace` cannot trace the
+            model, `torch.export` captures it at this input's shape (the plan then
+            explains inputs of that shape only; `lrpfn.lrp(model, x)` passes its `x`).
 
     Raises:
-        TraceError: the model cannot be traced by `torch.fx`.
+        TraceError: neither `torch.fx` nor `torch.export` captures the model.
         TrainingModeError: a BatchNorm, dropout or stochastic depth is in training mode.
         UnsupportedNodeError: nodes without a handler (all of them listed).
         UnassignedRuleError: nodes with parameters that no key of `rules` matches.
@@ -98,7 +117,8 @@ def prepare(
             )
         rules = rule_from_key(rules, pattern=pattern)
     with TRACE_LOCK.tracing():  # fx patches torch.nn.Module process-wide while tracing
-        gm = canonicalize(capture(model))
+        captured = capture(model, example_input)
+        gm = canonicalize(captured.module)
     data_inputs, positions = _data_flow(gm)
     node_handlers, unsupported = {}, []
     for node in gm.graph.nodes:
@@ -130,6 +150,9 @@ def prepare(
         zero_where_nonpositive=_zero_where_nonpositive(node_handlers, table_of_rules),
         backward_uses=MappingProxyType(uses),
         recomputed=recomputed_nodes(node_handlers, uses),
+        front_end=captured.front_end,
+        input_shape=captured.input_shape,
+        output_key=captured.output_key,
     )
 
 
@@ -167,12 +190,25 @@ def _nodes_in(arg: Any) -> list[fx.Node]:
 
 
 _SHAPE_QUERIES = {"size", "dim", "numel", "get_device", "stride", "__len__"}
+_SHAPE_FUNCTIONS = frozenset(exported.SHAPE_QUERIES)
 
 
 def _is_shape_query(node: fx.Node) -> bool:
+    """A node whose result carries no relevance: a shape (`x.size()`, `x.shape`, export's
+    `sym_size`) or a statistic held constant (a vector norm, see `_families.normalization`)."""
     if node.op == "call_method":
-        return node.target in _SHAPE_QUERIES
-    return node.op == "call_function" and getattr(node.target, "__name__", "") in ("getattr", "len")
+        return node.target in _SHAPE_QUERIES or node.target in CONSTANT_STATISTIC_METHODS
+    if node.op != "call_function":
+        return False
+    if getattr(node.target, "__name__", "") in ("getattr", "len"):
+        return True
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        target = target.overloadpacket  # aten.sym_size.int -> aten.sym_size
+    try:
+        return target in _SHAPE_FUNCTIONS or target in CONSTANT_STATISTICS
+    except TypeError:  # unhashable target
+        return False
 
 
 def _nonnegative(gm, handlers, data_inputs) -> frozenset:
@@ -249,9 +285,16 @@ def _sends_zero_at_zero(user: fx.Node, handler: Handler, rules, at_zero: set) ->
 
 
 def _backward_uses(handlers: Mapping[fx.Node, Handler], data_inputs) -> dict[fx.Node, int]:
+    """How many backward steps read each node. A shape query used as a constant argument
+    (`x.view(x.size(0), -1)`, export's `sym_size`) is read by its consumer's step too: it
+    is counted once more, so the forward keeps it (it is never released: a few ints)."""
     uses: dict[fx.Node, int] = {}
     for node, handler in handlers.items():
         reads = list(data_inputs[node]) if handler.keeps_inputs else []
         for item in [*reads, node] if handler.needs_output else reads:
             uses[item] = uses.get(item, 0) + 1
+        if handler.keeps_inputs:
+            for item in node.all_input_nodes:
+                if item in data_inputs and _is_shape_query(item):
+                    uses[item] = uses.get(item, 0) + 1
     return uses

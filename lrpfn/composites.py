@@ -8,7 +8,8 @@ A *rule mapping* is one of
   - a module type (`torch.nn.Conv2d`, matched with `issubclass`) or a functional op
     (`torch.nn.functional.conv2d`);
   - a layer family: `CONVOLUTION`, `DENSE`, `POOLING`, `SUM`, `BATCHNORM`,
-    `NORMALIZATION` (layer norm), `PRODUCT`;
+    `NORMALIZATION` (layer norm), `PRODUCT`, `SOFTMAX`, `MATMUL` (products of two
+    activations, e.g. attention's `Q @ K.mT` and `P @ V`);
   - a position: `First(...)` / `Last(...)`, the first / last node in graph order that
     takes a rule and matches the keys inside (the "first layer" comes from the graph's
     topology, never from module registration order);
@@ -18,8 +19,10 @@ A *rule mapping* is one of
 When several keys match a node, a name beats a position or predicate, which beats a type
 or family; among keys of one kind the first listed wins. A node with parameters (dense,
 convolution, unfolded BatchNorm) that no key matches is an error listing every such node;
-parameter-free linear nodes (pooling, sums) fall back to `DEFAULT_RULE`, and products of
-two tensors to `DEFAULT_PRODUCT_RULE`.
+parameter-free linear nodes (pooling, sums) fall back to `DEFAULT_RULE`, elementwise
+products of two tensors to `DEFAULT_PRODUCT_RULE`, softmaxes to `DEFAULT_SOFTMAX_RULE` and
+matrix products of activations to `DEFAULT_MATMUL_RULE` (AttnLRP's rules). A single rule
+(`lrp(model, x, rules.Epsilon())`) applies to the linear nodes only.
 
 `resolve(gm, mapping)` returns the assignment `{node name: rule}` as a plain dict that can
 be printed. Presets are functions with the keyword names and defaults of zennit's
@@ -32,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import fx
 
@@ -40,25 +44,32 @@ from ._handlers import Handler
 from ._ops import channel_affine, padded_convolution
 from .errors import InvalidRuleError, UnassignedRuleError
 from .rules import AlphaBeta, Epsilon, Flat, Gamma, Pass, ZBox, ZPlus
+from .rules._attention import AttnSoftmax, ConstantAttention, StopSoftmax, UniformProduct
 from .rules._keys import RULE_KEYS, rule_from_key
-from .rules._product import SignalTakesAll
+from .rules._product import EqualSplit, SignalTakesAll
 
 __all__ = [
     "BATCHNORM",
     "CONVOLUTION",
+    "DEFAULT_MATMUL_RULE",
     "DEFAULT_PRODUCT_RULE",
     "DEFAULT_RULE",
+    "DEFAULT_SOFTMAX_RULE",
     "DENSE",
+    "MATMUL",
     "NORMALIZATION",
     "POOLING",
     "PRESETS",
     "PRODUCT",
+    "SOFTMAX",
     "SUM",
     "Composite",
     "Family",
     "First",
     "Last",
     "NodeInfo",
+    "attnlrp",
+    "cp_lrp",
     "epsilon_alpha2_beta1",
     "epsilon_alpha2_beta1_flat",
     "epsilon_gamma_box",
@@ -71,6 +82,10 @@ DEFAULT_RULE = Epsilon(1e-6)
 """The rule of parameter-free linear nodes no key matches (zennit's `Norm`)."""
 DEFAULT_PRODUCT_RULE = SignalTakesAll()
 """The rule of products of two tensors no key matches: the signal takes all relevance."""
+DEFAULT_SOFTMAX_RULE = AttnSoftmax()
+"""The rule of softmax nodes no key matches (AttnLRP's softmax rule)."""
+DEFAULT_MATMUL_RULE = UniformProduct(1e-6)
+"""The rule of matrix products of activations no key matches (AttnLRP's uniform rule)."""
 
 
 class NodeInfo(NamedTuple):
@@ -80,7 +95,8 @@ class NodeInfo(NamedTuple):
     module: str | None  # qualified name of the source module, if any
     module_type: type | None  # its type
     target: Any  # the fx target (function, method name, module path)
-    family: str  # "dense", "convolution", "batchnorm", "normalization", "pooling", "sum", "product"
+    family: str  # "dense", "convolution", "batchnorm", "normalization", "pooling", "sum",
+    # "product", "softmax", "matmul"
     position: int  # index among the nodes that take a rule, in graph order
 
 
@@ -97,6 +113,13 @@ class Family:
 CONVOLUTION, DENSE, POOLING = Family("convolution"), Family("dense"), Family("pooling")
 SUM, BATCHNORM, PRODUCT = Family("sum"), Family("batchnorm"), Family("product")
 NORMALIZATION = Family("normalization")
+SOFTMAX, MATMUL = Family("softmax"), Family("matmul")
+_OWN_RULE_SHAPES = ("product", "softmax", "matmul")  # families whose rules are not linear rules
+_FAMILY_DEFAULTS = {
+    "product": DEFAULT_PRODUCT_RULE,
+    "softmax": DEFAULT_SOFTMAX_RULE,
+    "matmul": DEFAULT_MATMUL_RULE,
+}
 _ANY = Family("any")  # every node that takes a linear rule (the single-rule form)
 
 
@@ -132,6 +155,9 @@ _CONVOLUTIONS = {
 
 
 def family_of(node: fx.Node, handler: Handler) -> str:
+    own = getattr(handler, "family", "")
+    if own:
+        return own
     if handler.kind == "sum":
         return "sum"
     if handler.kind == "product":
@@ -140,9 +166,9 @@ def family_of(node: fx.Node, handler: Handler) -> str:
         return "dense"
     if node.target in _CONVOLUTIONS:
         return "convolution"
-    if node.target is channel_affine:
-        return "batchnorm"
-    if node.target is F.layer_norm:
+    if node.target in (channel_affine, F.batch_norm, torch.addcmul, "addcmul"):
+        return "batchnorm"  # per-channel or elementwise scale and shift
+    if node.target in (F.layer_norm, F.group_norm):
         return "normalization"
     return "pooling"
 
@@ -150,7 +176,7 @@ def family_of(node: fx.Node, handler: Handler) -> str:
 def _type_matches(key: Any, info: NodeInfo) -> bool:
     if isinstance(key, Family):
         if key is _ANY:
-            return info.family != "product"
+            return info.family not in _OWN_RULE_SHAPES
         return key.name == info.family
     if isinstance(key, type):
         return info.module_type is not None and issubclass(info.module_type, key)
@@ -176,7 +202,17 @@ def _level(key: Any) -> int:
     )
 
 
-_OP_KEYS = frozenset({F.linear, F.layer_norm, channel_affine, *_CONVOLUTIONS})
+_OP_KEYS = frozenset(
+    {
+        F.linear,
+        F.layer_norm,
+        F.group_norm,
+        F.batch_norm,
+        torch.addcmul,
+        channel_affine,
+        *_CONVOLUTIONS,
+    }
+)
 
 
 def _matches(key: Any, info: NodeInfo, infos: tuple[NodeInfo, ...]) -> bool:
@@ -241,11 +277,21 @@ def as_composite(mapping: Any) -> Composite:
     if isinstance(mapping, Mapping):
         return Composite(tuple(mapping.items()))
     if callable(mapping):
-        return Composite(((_ANY, mapping),))
+        return Composite(((_single_rule_family(mapping), mapping),))
     raise InvalidRuleError(
         f"rules must be a rule, a dict of rules, a Composite or a rule key, got {mapping!r}. "
         f"Known keys: {', '.join([*RULE_KEYS, *PRESETS])}."
     )
+
+
+def _single_rule_family(rule: Any) -> Family:
+    """The nodes a single rule applies to: its own family for the attention rules, else
+    every linear node."""
+    if isinstance(rule, (AttnSoftmax, StopSoftmax)):
+        return SOFTMAX
+    if isinstance(rule, (UniformProduct, ConstantAttention)):
+        return MATMUL
+    return _ANY
 
 
 def node_infos(gm: fx.GraphModule, handlers: Mapping[fx.Node, Handler]) -> tuple[NodeInfo, ...]:
@@ -290,7 +336,7 @@ def resolve(
             if by_name[info.name].rule == "required":
                 missing.append(info)
                 continue
-            rule = DEFAULT_PRODUCT_RULE if info.family == "product" else default_rule
+            rule = _FAMILY_DEFAULTS.get(info.family, default_rule)
         table[info.name] = rule
     if missing:
         lines = "\n".join(
@@ -377,11 +423,66 @@ def epsilon_alpha2_beta1_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -
     )
 
 
+def attnlrp(epsilon: float = 1e-6, gamma: float | None = None) -> Composite:
+    r"""AttnLRP for transformers (Achtibat et al. 2024, ICML).
+
+    Epsilon on dense layers, convolutions (patch embeddings), sums, pooling and layer norms
+    (standard deviation held constant); `rules.AttnSoftmax` on softmaxes;
+    `rules.UniformProduct(epsilon)` on products of two activations ($QK^\top$, $PV$);
+    `rules.EqualSplit` on elementwise products of two activations (SwiGLU's
+    `silu(gate) * up`); RMSNorm and elementwise non-linearities pass relevance (identity).
+
+    Arguments:
+        epsilon: the stabilizer of every epsilon rule (default 1e-6).
+        gamma: if given, `rules.Gamma(gamma)` on dense layers and convolutions instead of
+            Epsilon, as the paper recommends for vision transformers.
+    """
+    linear = Epsilon(epsilon) if gamma is None else Gamma(gamma, epsilon)
+    return Composite(
+        (
+            (DENSE, linear),
+            (CONVOLUTION, linear),
+            *_base(epsilon).items(),
+            (SOFTMAX, AttnSoftmax()),
+            (MATMUL, UniformProduct(epsilon)),
+            (PRODUCT, EqualSplit()),
+        )
+    )
+
+
+def cp_lrp(epsilon: float = 1e-6, gamma: float | None = None) -> Composite:
+    r"""CP-LRP for transformers (Ali et al. 2022, ICML): attention weights and gates held
+    constant.
+
+    As `attnlrp`, except that no relevance enters a softmax (`rules.StopSoftmax`), the
+    softmax operand of $PV$ is a constant (`rules.ConstantAttention(epsilon)`: all
+    relevance to $V$), and of an elementwise product of two activations the gate is a
+    constant (`rules.SignalTakesAll`: all relevance to the signal).
+
+    Arguments:
+        epsilon: the stabilizer of every epsilon rule (default 1e-6).
+        gamma: if given, `rules.Gamma(gamma)` on dense layers and convolutions.
+    """
+    linear = Epsilon(epsilon) if gamma is None else Gamma(gamma, epsilon)
+    return Composite(
+        (
+            (DENSE, linear),
+            (CONVOLUTION, linear),
+            *_base(epsilon).items(),
+            (SOFTMAX, StopSoftmax()),
+            (MATMUL, ConstantAttention(epsilon)),
+            (PRODUCT, SignalTakesAll()),
+        )
+    )
+
+
 PRESETS: dict[str, Callable[..., Composite]] = {
     "epsilon_plus": epsilon_plus,
     "epsilon_plus_flat": epsilon_plus_flat,
     "epsilon_alpha2_beta1": epsilon_alpha2_beta1,
     "epsilon_alpha2_beta1_flat": epsilon_alpha2_beta1_flat,
     "epsilon_gamma_box": epsilon_gamma_box,
+    "attnlrp": attnlrp,
+    "cp_lrp": cp_lrp,
 }
 """Preset composites by name (`epsilon_gamma_box` needs `low` and `high`)."""

@@ -31,9 +31,12 @@ __all__ = [
     "ChannelAffine",
     "Convolution",
     "Dense",
+    "ElementwiseAffine",
+    "GroupNormalization",
     "Layer",
     "LinearFunction",
     "Normalization",
+    "SpatialMatrix",
     "Sum",
 ]
 
@@ -217,6 +220,71 @@ class Normalization(AffineOp):
     def transpose(self, s: Tensor, x: Tensor, weight: Tensor) -> Tensor:
         t = s * weight * self.inverse_std
         return t - t.mean(self._axes(), keepdim=True)
+
+
+@dataclass(frozen=True, eq=False)
+class GroupNormalization(AffineOp):
+    r"""A group norm with its scale held constant (the LN-rule applied per group):
+    $z = (x - \bar{x}_g)\, \sigma_g^{-1} w_c + b_c$, where the channels of `x` (axis 1)
+    form `groups` groups and $\bar{x}_g$, $\sigma_g$ are each sample's mean and standard
+    deviation over its group's channels and positions, $\sigma_g^{-1}$ (`inverse_std`,
+    shape `(batch, groups, 1)`) taken from the forward pass. Then $z$ is affine in $x$ and
+    $f^\top(s) = t - \bar{t}_g$ with $t = s\, w\, \sigma_g^{-1}$.
+
+    Reference: Ali et al. 2022, "XAI for transformers: better explanations through
+    conservative propagation", ICML (the LN-rule; group norm is layer norm per group).
+    """
+
+    groups: int
+    inverse_std: Tensor
+
+    def _grouped(self, t: Tensor) -> Tensor:
+        return t.reshape(t.shape[0], self.groups, -1)
+
+    def _channels(self, t: Tensor, like: Tensor) -> Tensor:
+        return t.reshape(-1, *([1] * (like.ndim - 2))) if t.ndim else t
+
+    def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        grouped = self._grouped(x)
+        normed = (grouped - grouped.mean(-1, keepdim=True)) * self.inverse_std
+        z = normed.reshape(x.shape) * self._channels(weight, x)
+        return z if bias is None else z + self._channels(bias, x)
+
+    def transpose(self, s: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+        t = self._grouped(s * self._channels(weight, s)) * self.inverse_std
+        return (t - t.mean(-1, keepdim=True)).reshape(s.shape)
+
+
+@dataclass(frozen=True)
+class ElementwiseAffine(AffineOp):
+    r"""An elementwise scale and shift broadcast against the input, $z = x \odot w + b$
+    (`torch.addcmul(b, w, x)`, ResMLP's affine layer); $f^\top(s) = s \odot w$ summed
+    over the axes along which `x` was broadcast."""
+
+    def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        z = x * weight
+        return z if bias is None else z + bias
+
+    def transpose(self, s: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+        return (s * weight).sum_to_size(x.shape)
+
+
+@dataclass(frozen=True)
+class SpatialMatrix(AffineOp):
+    """A linear map of the last `dims` axes given as a matrix `weight` of shape
+    `(outputs, inputs)` over those axes flattened: $z = x W^\top$ per leading index
+    (bicubic resampling, whose weights take both signs, so the sign-split rules need them
+    explicitly); $f^\top(s) = s W$."""
+
+    dims: int
+    output_shape: tuple[int, ...]
+
+    def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        z = (x.flatten(-self.dims) @ weight.T).unflatten(-1, self.output_shape)
+        return z if bias is None else z + bias
+
+    def transpose(self, s: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+        return (s.flatten(-self.dims) @ weight).reshape(x.shape)
 
 
 @dataclass(frozen=True)

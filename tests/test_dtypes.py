@@ -104,8 +104,6 @@ def reference(rule_name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return _REFERENCES[rule_name]
 
 
-
-
 def _cases():
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         for name in RULES:

@@ -81,18 +81,48 @@ class FlagModel(nn.Module):
         return self.fc(x)
 
 
-def test_untraceable_model_reports_fx_error_offending_line_and_ways_out():
+class ValueFlagModel(nn.Module):
+    """Python control flow on a tensor's value: neither torch.fx nor torch.export captures it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        if x.sum() > 0:  # the offending line
+            x = -x
+        return self.fc(x)
+
+
+def test_model_that_no_front_end_captures_reports_both_failures_offending_line_and_ways_out():
     with pytest.raises(TraceError) as caught:
-        lrpfn.lrp(FlagModel(), X, rules.Epsilon())
+        lrpfn.lrp(ValueFlagModel(), X, rules.Epsilon())
     message = str(caught.value)
     assert "symbolically traced variables cannot be used as inputs to control flow" in message
-    assert "if flip:  # the offending line" in message
+    assert "torch.export could not capture it" in message
+    assert "GuardOnDataDependentSymNode" in message  # export's own failure, second
+    assert message.count("if x.sum() > 0:  # the offending line") == 2  # once per front end
     assert __file__ in message
     # the three ways out: a pre-traced GraphModule with concrete_args, a leaf module
     assert "concrete_args" in message
     assert "GraphModule" in message
     assert "is_leaf_module" in message
-    assert isinstance(caught.value.__cause__, Exception)  # the fx error is chained
+    assert isinstance(caught.value.__cause__, Exception)  # the export error is chained
+
+
+def test_argument_control_flow_that_fx_refuses_is_captured_by_export():
+    """FlagModel's `if flip:` stops fx; torch.export evaluates it (flip=False)."""
+    model = FlagModel().eval()
+    plan = lrpfn.prepare(model, rules.Epsilon(), example_input=X)
+    assert plan.front_end == "export"
+    assert plan.input_shape == tuple(X.shape)
+    expected = lrpfn.lrp(model.fc, X, rules.Epsilon())
+    torch.testing.assert_close(lrpfn.lrp(plan, X), expected, rtol=0, atol=0)
+
+
+def test_prepare_without_an_example_input_says_to_pass_one_when_fx_fails():
+    with pytest.raises(TraceError, match=r"pass example_input=x to lrpfn\.prepare"):
+        lrpfn.prepare(FlagModel(), rules.Epsilon())
 
 
 def test_non_module_model_is_a_trace_error_saying_to_wrap_it():
@@ -238,7 +268,9 @@ def test_alpha_minus_beta_not_one_names_both_values_and_a_valid_choice(alpha, be
 
 
 def test_negative_beta_is_rejected_even_when_alpha_minus_beta_is_one():
-    with pytest.raises(InvalidRuleError, match=r"AlphaBeta\(beta=\.\.\.\) must be a finite number >= 0, got -0.5"):
+    with pytest.raises(
+        InvalidRuleError, match=r"AlphaBeta\(beta=\.\.\.\) must be a finite number >= 0, got -0.5"
+    ):
         rules.AlphaBeta(alpha=0.5, beta=-0.5)
 
 

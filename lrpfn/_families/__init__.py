@@ -13,10 +13,20 @@ from types import MappingProxyType
 from typing import Any
 
 from .._handlers import CORE_HANDLERS, Handler
+from . import affine, attention, elementwise, exported, normalization, resampling, rms_norm
 
 __all__ = ["HANDLERS"]
 
-_FAMILIES: tuple[Mapping[Any, Handler], ...] = (CORE_HANDLERS,)
+_FAMILIES: tuple[Mapping[Any, Handler], ...] = (
+    CORE_HANDLERS,
+    attention.HANDLERS,
+    rms_norm.HANDLERS,
+    exported.HANDLERS,
+    normalization.HANDLERS,
+    resampling.HANDLERS,
+    affine.HANDLERS,
+    elementwise.HANDLERS,
+)
 
 
 def _merged(families: tuple[Mapping[Any, Handler], ...]) -> Mapping[Any, Handler]:

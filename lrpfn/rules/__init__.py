@@ -3,6 +3,13 @@
 See `_base` for the generic step every rule shares and `docs/rules.md` for the formulas.
 """
 
+from ._attention import (
+    AttnSoftmax as AttnSoftmax,
+    ConstantAttention as ConstantAttention,
+    Product as Product,
+    StopSoftmax as StopSoftmax,
+    UniformProduct as UniformProduct,
+)
 from ._base import (
     Activations as Activations,
     Group as Group,

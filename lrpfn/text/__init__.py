@@ -1,0 +1,14 @@
+"""Explanations of language models: relevance per token.
+
+    from lrpfn import text
+    explanation = text.explain(model, input_ids)              # AttnLRP, the next token
+    print(explanation.to_terminal(tokenizer))                 # coloured tokens
+    html = explanation.to_html(tokenizer)                     # a heatmap to save or show
+
+`explain` takes a Hugging Face causal or masked language model or sequence classifier
+(`transformers` is an optional extra, `pip install lrpfn[text]`) and explains one logit
+at the token embeddings (`inputs_embeds`); the model is never modified or patched.
+"""
+
+from ._explain import TokenRelevance as TokenRelevance, explain as explain
+from ._render import to_html as to_html, to_terminal as to_terminal
