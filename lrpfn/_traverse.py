@@ -98,6 +98,8 @@ def backward(
     relevance: dict[fx.Node, Any] = {output_node: initial}
     recorded: dict[str, Any] = {}
     nodes = list(plan.module.graph.nodes)
+    placeholder = next(node for node in nodes if node.op == "placeholder")
+    x = env[placeholder]  # held by the caller anyway; shapes the zero result (the walk frees env's)
     for node in reversed(nodes):
         if node.op == "placeholder" and node in relevance:
             recorded[node.name] = relevance[node]
@@ -109,10 +111,9 @@ def backward(
                 recorded[node.name] = incoming
             _step(plan, env, node, incoming, relevance)
         _release(plan, env, uses, node)
-    placeholder = next(node for node in nodes if node.op == "placeholder")
     result = recorded.get(placeholder.name, relevance.get(placeholder))
-    if result is None:
-        result = torch.zeros_like(env[placeholder])
+    if result is None:  # no relevance reached the input
+        result = torch.zeros_like(x)
     if keep_all:
         recorded = {node.name: recorded[node.name] for node in nodes if node.name in recorded}
     return result, recorded
