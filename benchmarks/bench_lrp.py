@@ -1,29 +1,32 @@
-"""Speed and peak memory of lrpfn against the input gradient, zennit and captum.
+"""Speed and peak memory of lrpfn against the input gradient (and, on request, zennit, captum).
 
-    python benchmarks/bench_lrp.py                  # vgg16 and resnet50, batch 8 x 3 x 224 x 224
+    python benchmarks/bench_lrp.py                  # the issue-12 table: six models, batch 8 and 1
     python benchmarks/bench_lrp.py --quick          # resnet18, batch 2 x 3 x 64 x 64 (a smoke run)
     python benchmarks/bench_lrp.py --device cuda    # on a GPU (writes benchmarks/RESULTS_cuda.md)
+    python benchmarks/bench_lrp.py --models vgg16 --methods "zennit epsilon" "captum LRP"
 
-Models are torchvision builders with random weights (seeded). Per model, every method
-is timed in the same run, interleaved (one call of each per repetition, rotating order),
-as the median over repetitions after one warm-up round:
+Models are torchvision builders with random weights (seeded), at 224 x 224 for batch 8
+and batch 1 (`--batches`). Per model and batch, every method is timed in the same run,
+interleaved (one call of each per repetition, rotating order), as the median over
+repetitions after one warm-up round:
 
 - forward: the model under `torch.no_grad()`;
 - gradient: forward plus the gradient of the target logits with respect to the input,
   on a copy of the model whose parameters do not require gradients;
-- lrpfn / zennit with the same rules: all-epsilon (lrpfn `rules.Epsilon(1e-6)` on every
-  node; zennit Epsilon on convolutions and dense layers, Norm on pooling and sums, Pass on
-  activations and BatchNorm), `epsilon_gamma_box(low=-3, high=3)` and
-  `epsilon_alpha2_beta1`; zennit runs on a frozen copy of the model with its canonizer
-  (VGGCanonizer / ResNetCanonizer), registered once; lrpfn on a `Plan` prepared once
-  (its preparation time is printed separately);
-- captum's `LRP` with its default rules (a copy of the model; it mis-handles ResNets,
-  whose modules are called more than once: see the relevance sum column);
-- lrpfn with 10 targets per sample (`target` of shape (batch, 10), the top 10 classes).
+- lrpfn with all-epsilon (`rules.Epsilon(1e-6)` on every node),
+  `epsilon_gamma_box(low=-3, high=3)` and `epsilon_alpha2_beta1`, each on a `Plan`
+  prepared once;
+- lrpfn epsilon, one-shot: `lrpfn.lrp(model, x, rules)`, the call users write first
+  (capture, prepare and explain in one call);
+- lrpfn epsilon, k targets: `target` of shape (batch, k), the top k classes; against
+  its floor, lrpfn's own forward pass ("lrpfn forward") plus k times one target's
+  backward walk ("lrpfn epsilon walk", on the kept forward values), timed in the same run;
+- optional (`--methods`): zennit with the same rules on a frozen copy with its canonizer
+  (VGGCanonizer / ResNetCanonizer; vgg and resnet only), captum's `LRP` on a copy.
 
 "ΣR / logit" is the input relevance summed per sample over the explained logit, averaged
 over the batch (1 for a conservative explanation of a model without biases). Peak memory
-is measured per (model, method) in a fresh process (see `common.peak_memory_mib`).
+is measured per (model, batch, method) in a fresh process (see `common.peak_memory_mib`).
 """
 
 from __future__ import annotations
@@ -53,18 +56,41 @@ from common import (
 
 import lrpfn
 from lrpfn import composites, rules
+from lrpfn._traverse import backward, forward
 
 HERE = Path(__file__).resolve().parent
-MODELS = ("vgg16", "resnet50")
+MODELS = ("vgg16", "resnet50", "densenet121", "mobilenet_v2", "efficientnet_b0", "convnext_tiny")
 QUICK_MODELS = ("resnet18",)
-TARGETS = 10
-BASELINES = ("forward", "gradient")  # not explanations: no relevance sum
-GOALS = (  # (method, reference, goal on the time ratio)
-    ("lrpfn epsilon", "gradient", 1.15),
-    ("lrpfn epsilon_gamma_box", "gradient", 2.0),
-    ("lrpfn epsilon, 10 targets", "lrpfn epsilon", 4.0),
-    ("lrpfn epsilon_gamma_box, 10 targets", "lrpfn epsilon_gamma_box", 4.0),
+BATCHES = (1, 8)
+TARGETS = 4  # k of the several-targets rows
+MULTI = f"lrpfn epsilon, {TARGETS} targets"
+FLOOR = f"lrpfn forward + {TARGETS} x walk"
+BASELINES = ("forward", "gradient", "lrpfn forward", "lrpfn epsilon walk")  # no relevance sum
+DEFAULT_METHODS = (
+    "forward",
+    "gradient",
+    "lrpfn epsilon",
+    "lrpfn epsilon_gamma_box",
+    "lrpfn epsilon_alpha2_beta1",
+    "lrpfn epsilon, one-shot",
+    MULTI,
+    "lrpfn forward",
+    "lrpfn epsilon walk",
 )
+MEMORY_METHODS = (
+    "gradient",
+    "lrpfn epsilon",
+    "lrpfn epsilon_gamma_box",
+    "lrpfn epsilon_alpha2_beta1",
+)
+GOALS = (  # (method, reference, goal on the time ratio, batch sizes it applies to)
+    ("lrpfn epsilon", "gradient", 1.15, None),
+    ("lrpfn epsilon_gamma_box", "gradient", 1.75, None),
+    ("lrpfn epsilon_alpha2_beta1", "gradient", 2.5, None),
+    ("lrpfn epsilon, one-shot", "lrpfn epsilon", 1.1, (8,)),
+    (MULTI, FLOOR, 1.1, None),
+)
+MEMORY_GOAL = 1.3  # peak memory of an lrpfn call over the gradient's
 
 
 @dataclass(frozen=True)
@@ -99,6 +125,14 @@ def build(setting: Setting, stack: ExitStack) -> Case:
     with torch.no_grad():
         output = model(x)
     return Case(setting, model, x, output.topk(TARGETS, dim=1).indices, stack)
+
+
+def _epsilon() -> object:
+    return rules.Epsilon(1e-6)
+
+
+def _gamma_box() -> object:
+    return composites.epsilon_gamma_box(low=-3.0, high=3.0)
 
 
 def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -140,6 +174,43 @@ def _lrpfn(rule_mapping: Callable[[], object], targets_per_sample: int = 1):
         return lambda: lrpfn.lrp(plan, case.x, target=target)
 
     return make
+
+
+def _one_shot(rule_mapping: Callable[[], object]):
+    """`lrpfn.lrp(model, x, rules)`: capture, prepare and explain in every call."""
+
+    def make(case: Case):
+        mapping, target = rule_mapping(), case.targets[:, 0]
+        return lambda: lrpfn.lrp(case.model, case.x, mapping, target=target)
+
+    return make
+
+
+def _lrpfn_forward(case: Case):
+    """lrpfn's forward pass alone (the values the walk keeps), on a prepared plan."""
+    plan = lrpfn.prepare(case.model, _epsilon())
+
+    def run():
+        with torch.no_grad():
+            return forward(plan, case.x)
+
+    return run
+
+
+def _lrpfn_walk(case: Case):
+    """One target's backward walk alone, on forward values kept once (the walk copies
+    its environment, so every call starts from the same values)."""
+    plan = lrpfn.prepare(case.model, _epsilon())
+    with torch.no_grad():
+        env, output_node = forward(plan, case.x)
+        output = env[output_node]
+        start = torch.zeros_like(output).scatter_(1, case.targets[:, :1], 1.0) * output
+
+    def run():
+        with torch.no_grad():
+            return backward(plan, env, output_node, start, False)[0]
+
+    return run
 
 
 def _canonizers(case: Case) -> list:
@@ -195,17 +266,18 @@ def _captum(case: Case):
 METHODS: dict[str, Callable[[Case], Callable[[], object]]] = {
     "forward": _forward,
     "gradient": _gradient,
-    "lrpfn epsilon": _lrpfn(lambda: rules.Epsilon(1e-6)),
+    "lrpfn epsilon": _lrpfn(_epsilon),
     "zennit epsilon": _zennit(_zennit_epsilon),
-    "lrpfn epsilon_gamma_box": _lrpfn(lambda: composites.epsilon_gamma_box(low=-3.0, high=3.0)),
+    "lrpfn epsilon_gamma_box": _lrpfn(_gamma_box),
     "zennit epsilon_gamma_box": _zennit(_zennit_gamma_box),
     "lrpfn epsilon_alpha2_beta1": _lrpfn(composites.epsilon_alpha2_beta1),
     "zennit epsilon_alpha2_beta1": _zennit(_zennit_alpha_beta),
     "captum LRP": _captum,
-    "lrpfn epsilon, 10 targets": _lrpfn(lambda: rules.Epsilon(1e-6), TARGETS),
-    "lrpfn epsilon_gamma_box, 10 targets": _lrpfn(
-        lambda: composites.epsilon_gamma_box(low=-3.0, high=3.0), TARGETS
-    ),
+    "lrpfn epsilon, one-shot": _one_shot(_epsilon),
+    MULTI: _lrpfn(_epsilon, TARGETS),
+    f"lrpfn epsilon_gamma_box, {TARGETS} targets": _lrpfn(_gamma_box, TARGETS),
+    "lrpfn forward": _lrpfn_forward,
+    "lrpfn epsilon walk": _lrpfn_walk,
 }
 
 
@@ -230,15 +302,16 @@ def relevance_ratio(relevance: object, case: Case) -> str:
 
 
 def bench_model(
-    setting: Setting, repeats: int, memory: bool, names: list[str] | None = None
+    setting: Setting, repeats: int, memory: bool, names: list[str]
 ) -> tuple[list[dict], dict]:
-    """The table rows of one model and lrpfn's prepare seconds per rule mapping."""
+    """The table rows of one model at one batch size and lrpfn's prepare seconds."""
     methods, rows = {}, {}
     with ExitStack() as stack:
         case = build(setting, stack)
-        for name in names or METHODS:
+        for name in names:
             factory = METHODS[name]
-            rows[name] = {"model": setting.model, "method": name, "note": ""}
+            rows[name] = {"model": setting.model, "batch": setting.batch, "method": name}
+            rows[name]["note"] = ""
             try:
                 method = factory(case)
                 result = method()  # the warm-up call
@@ -249,10 +322,14 @@ def bench_model(
                 rows[name]["note"] = _first_line(error)
         medians = interleaved_medians(methods, repeats, warmup=0, device=setting.device)
         prepared = prepare_seconds(case.model)
+    if "lrpfn forward" in medians and "lrpfn epsilon walk" in medians:
+        medians[FLOOR] = medians["lrpfn forward"] + TARGETS * medians["lrpfn epsilon walk"]
+        rows[FLOOR] = {"model": setting.model, "batch": setting.batch, "method": FLOOR}
+        rows[FLOOR]["note"] = "sum of the two rows above, not a call"
     for name, seconds in medians.items():
         rows[name]["seconds"] = seconds
         rows[name]["x gradient"] = seconds / medians["gradient"]
-    for name in methods if memory else ():
+    for name in [name for name in MEMORY_METHODS if name in methods] if memory else ():
         try:
             rows[name]["MiB"] = peak_memory_mib(make_method, setting, name, device=setting.device)
         except Exception as error:
@@ -280,46 +357,69 @@ def prepare_seconds(model: torch.nn.Module) -> dict[str, float]:
 
 def table(rows: list[dict], device: str) -> str:
     card = device_name(device)
+    gradient_mib = {
+        (row["model"], row["batch"]): row["MiB"]
+        for row in rows
+        if row["method"] == "gradient" and row.get("MiB")
+    }
 
     def number(row, key, digits):
         return f"{row[key]:.{digits}f}" if key in row else "-"
 
+    def memory_ratio(row):
+        reference = gradient_mib.get((row["model"], row["batch"]))
+        return f"{row['MiB'] / reference:.2f}" if reference and row.get("MiB") else "-"
+
     cells = [
         [
             row["model"],
+            row["batch"],
             row["method"],
             card,
             number(row, "seconds", 3),
             number(row, "x gradient", 2),
             number(row, "MiB", 0),
+            memory_ratio(row),
             row.get("ratio", ""),
             row["note"].strip(),
         ]
         for row in rows
     ]
-    header = ["model", "method", "device", "median s", "× gradient", "peak MiB", "ΣR / logit"]
-    return markdown_table([*header, "note"], cells)
+    header = ["model", "batch", "method", "device", "median s", "× gradient", "peak MiB"]
+    header += ["memory × gradient", "ΣR / logit", "note"]
+    return markdown_table(header, cells)
 
 
 def goals(rows: list[dict]) -> str:
+    """One line per goal and (model, batch): the measured ratio and whether it is met."""
     lines = []
-    for model in dict.fromkeys(row["model"] for row in rows):
-        found = {row["method"]: row for row in rows if row["model"] == model}
-        for method, reference, goal in GOALS:
+    for model, batch in dict.fromkeys((row["model"], row["batch"]) for row in rows):
+        found = {r["method"]: r for r in rows if (r["model"], r["batch"]) == (model, batch)}
+        where = f"{model}, batch {batch}"
+        for method, reference, goal, batches in GOALS:
+            if batches is not None and batch not in batches:
+                continue
             if "seconds" in found.get(method, {}) and "seconds" in found.get(reference, {}):
                 ratio = found[method]["seconds"] / found[reference]["seconds"]
-                verdict = "met" if ratio <= goal else "NOT met"
+                lines.append(_goal_line(where, f"{method} / {reference}", ratio, goal))
+        gradient = found.get("gradient", {}).get("MiB")
+        for method in MEMORY_METHODS[1:]:
+            if gradient and found.get(method, {}).get("MiB"):
+                ratio = found[method]["MiB"] / gradient
                 lines.append(
-                    f"- {model}: {method} / {reference} = {ratio:.2f} (goal ≤ {goal}: {verdict})"
+                    _goal_line(where, f"peak memory {method} / gradient", ratio, MEMORY_GOAL)
                 )
         for rule in ("epsilon", "epsilon_gamma_box", "epsilon_alpha2_beta1"):
             ours, theirs = found.get(f"lrpfn {rule}", {}), found.get(f"zennit {rule}", {})
             if "seconds" in ours and "seconds" in theirs:
-                line = f"- {model}: lrpfn / zennit {rule}: time {ours['seconds'] / theirs['seconds']:.2f}"
-                if ours.get("MiB") and theirs.get("MiB"):
-                    line += f", peak memory {ours['MiB'] / theirs['MiB']:.2f} (goal ≤ 1)"
-                lines.append(line)
+                ratio = ours["seconds"] / theirs["seconds"]
+                lines.append(f"- {where}: lrpfn / zennit {rule}: time {ratio:.2f}")
     return "\n".join(lines)
+
+
+def _goal_line(where: str, what: str, ratio: float, goal: float) -> str:
+    verdict = "met" if ratio <= goal else "NOT met"
+    return f"- {where}: {what} = {ratio:.2f} (goal ≤ {goal}: {verdict})"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -327,8 +427,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small models and inputs")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
-    parser.add_argument("--repeats", type=int, help="timed repetitions (default 5, quick 2)")
+    parser.add_argument("--repeats", type=int, help="timed repetitions (default 3, quick 2)")
     parser.add_argument("--models", nargs="+", help="torchvision model names")
+    parser.add_argument("--batches", nargs="+", type=int, help="batch sizes (default 1 8)")
     parser.add_argument(
         "--memory",
         action=argparse.BooleanOptionalAction,
@@ -341,55 +442,67 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--output", type=Path, help="default benchmarks/RESULTS[_cuda].md")
     args = parser.parse_args(argv)
-    batch, size = (2, 64) if args.quick else (8, 224)
-    repeats = args.repeats or (2 if args.quick else 5)
+    batches, size = ((2,), 64) if args.quick else (tuple(args.batches or BATCHES), 224)
+    repeats = args.repeats or (2 if args.quick else 3)
     memory = (not args.quick) if args.memory is None else args.memory
     models = args.models or (QUICK_MODELS if args.quick else MODELS)
     configure_threads(args.threads)
     # the load and the code before this run: other jobs and commits may come during it
     machine = f"{machine_description(args.device, args.threads)}; lrpfn commit {revision()}"
 
-    rows, prepared = [], []
-    for name in models:
-        setting = Setting(name, batch, size, args.device, args.threads)
-        print(f"{name}: batch {batch} x 3 x {size} x {size} ...", file=sys.stderr, flush=True)
-        names = None if args.methods is None else list(dict.fromkeys(["gradient", *args.methods]))
-        model_rows, seconds = bench_model(setting, repeats, memory, names)
-        rows += model_rows
-        prepared.append(f"- {name}: " + ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items()))
-
+    names = list(dict.fromkeys(["gradient", *(args.methods or DEFAULT_METHODS)]))
     command = shlex.join(["python", "benchmarks/bench_lrp.py", *(argv or sys.argv[1:])])
-    report = "\n\n".join(
-        [
-            "# lrpfn benchmark",
-            f"Machine: {machine}.  \n"
-            f"Date: {today()}.  \nCommand: `{command}`.  \n"
-            f"Input: batch {batch} x 3 x {size} x {size}, random weights (seed 0), median of "
-            f"{repeats} interleaved repetitions after one warm-up round.",
-            _METHOD_NOTE + ("" if memory else " (not measured in this run)"),
-            table(rows, args.device),
-            "Goals and comparisons:\n\n" + goals(rows),
-            "lrpfn's one-off `prepare` (not in the timings above):\n\n" + "\n".join(prepared),
-        ]
-    )
-    print(report)
+    output = None
     if not args.no_write:
         output = args.output or HERE / ("RESULTS.md" if args.device == "cpu" else "RESULTS_cuda.md")
-        output.write_text(report + "\n")
+    # every model at the first batch size first: a run stopped early has all models
+    settings = [(name, batch) for batch in batches for name in models]
+    rows, prepared = [], {}
+    for done, (name, batch) in enumerate(settings, 1):
+        setting = Setting(name, batch, size, args.device, args.threads)
+        print(f"{name}: batch {batch} x 3 x {size} x {size} ...", file=sys.stderr, flush=True)
+        model_rows, seconds = bench_model(setting, repeats, memory, names)
+        rows += model_rows
+        prepared[name] = f"- {name}: " + ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items())
+        header = (
+            f"Machine: {machine}.  \nDate: {today()}.  \nCommand: `{command}`.  \n"
+            f"Input: batch {' and '.join(map(str, batches))} x 3 x {size} x {size}, random "
+            f"weights (seed 0), median of {repeats} interleaved repetitions after one "
+            "warm-up round."
+        )
+        if done < len(settings):  # a long run leaves its rows so far behind it
+            header += f"  \n**Partial: {done} of {len(settings)} (model, batch) settings done.**"
+        report = "\n\n".join(
+            [
+                "# lrpfn benchmark",
+                header,
+                _METHOD_NOTE + ("" if memory else " (not measured in this run)"),
+                table(rows, args.device),
+                "Goals and comparisons:\n\n" + goals(rows),
+                "lrpfn's one-off `prepare` (not in the timings above):\n\n"
+                + "\n".join(prepared.values()),
+            ]
+        )
+        if output is not None:
+            output.write_text(report + "\n")
+    print(report)
+    if output is not None:
         print(f"\nwritten to {output}", file=sys.stderr)
 
 
 _METHOD_NOTE = (
     "Times are seconds per call for the whole batch; × gradient is the time over the "
-    "input gradient's (forward + backward on a copy with frozen parameters). lrpfn runs "
-    "on a Plan prepared once, zennit with its composite registered once on a frozen copy, "
-    "captum on a copy. ΣR / logit: input relevance summed per sample over the explained "
-    "logit, batch mean. Peak MiB: in a fresh subprocess per (model, method), after "
-    "building the model and preparing the method, the peak RSS (VmHWM) is reset "
-    "(/proc/self/clear_refs) and one call is made; the value is the peak RSS after the "
-    "call minus the RSS before it, so it counts the call's "
-    "activations and temporaries, not the model or the prepared copies (on CUDA: "
-    "torch.cuda.max_memory_allocated over the allocation before the call)"
+    "input gradient's of the same (model, batch) in the same run (forward + backward on a "
+    "copy with frozen parameters). lrpfn runs on a Plan prepared once, except the "
+    "one-shot row (`lrpfn.lrp(model, x, rules)`: capture, prepare and explain). The "
+    f"{TARGETS}-targets row is compared with its floor: lrpfn's forward pass plus "
+    f"{TARGETS} times one target's backward walk, both timed in the same run. "
+    "ΣR / logit: input relevance summed per sample over the explained logit, batch mean. "
+    "Peak MiB: in a fresh subprocess per (model, batch, method), after building the model "
+    "and preparing the method, the peak RSS (VmHWM) is reset (/proc/self/clear_refs) and "
+    "one call is made; the value is the peak RSS after the call minus the RSS before it, "
+    "so it counts the call's activations and temporaries, not the model or the prepared "
+    "copies (on CUDA: torch.cuda.max_memory_allocated over the allocation before the call)"
 )
 
 

@@ -123,10 +123,11 @@ def _check_eval_mode(gm: fx.GraphModule) -> None:
         for node, module in _modules_of(gm)
         if module.training and isinstance(module, random_modules)
     ]
+    on_data = _depends_on_input(gm)
     training += [
         f"{node.name} ({node.target.__name__}, training=True)"
         for node in gm.graph.nodes
-        if _training_flag(node)
+        if node in on_data and _training_flag(node)
     ]
     if training:
         raise TrainingModeError(
@@ -135,6 +136,17 @@ def _check_eval_mode(gm: fx.GraphModule) -> None:
             f"{', '.join(training)}. Fix: call model.eval() before explaining (lrpfn never "
             "changes your model's mode)."
         )
+
+
+def _depends_on_input(gm: fx.GraphModule) -> set[fx.Node]:
+    """The nodes computed from the explained input (the first placeholder). A batch norm
+    in training mode elsewhere standardises weights (timm's `ScaledStdConv2d`): no data."""
+    placeholder = next((node for node in gm.graph.nodes if node.op == "placeholder"), None)
+    found = {placeholder} if placeholder is not None else set()
+    for node in gm.graph.nodes:
+        if any(item in found for item in node.all_input_nodes):
+            found.add(node)
+    return found
 
 
 def _fresh_name(gm: fx.GraphModule, base: str) -> str:

@@ -206,24 +206,22 @@ def _checked(captured: Captured, model: torch.nn.Module) -> Captured:
                     "earlier torch.fx trace (an fx Proxy cached in an attribute). Fix: rebuild "
                     "or reload the model, or clear the cache attribute that holds the proxy."
                 )
-    key = _select_output(captured.module)
-    return captured._replace(output_key=key) if key else captured
-
-
-def _select_output(gm: fx.GraphModule) -> str | None:
-    """A mapping output (a dict, a Hugging Face `ModelOutput`) with "logits": explain the
-    logits. Changes `gm`'s output in place and returns "logits", else None."""
-    output = next(node for node in gm.graph.nodes if node.op == "output")
+    output = next(node for node in graph.nodes if node.op == "output")
     value = output.args[0]
     if isinstance(value, Mapping) and isinstance(value.get("logits"), fx.Node):
-        output.args = (value["logits"],)
-        gm.recompile()
-        warnings.warn(
-            "the model returns a mapping; lrpfn explains its 'logits' entry.",
-            stacklevel=4,
-        )
-        return "logits"
-    return None
+        return captured._replace(module=_logits_only(captured.module), output_key="logits")
+    return captured
+
+
+def _logits_only(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy of `gm` (which may be the user's own GraphModule) returning its mapping
+    output's "logits" (a dict, a Hugging Face `ModelOutput`); said once by a warning."""
+    graph = fx.Graph()
+    values: dict[fx.Node, fx.Node] = {}
+    output = graph.graph_copy(gm.graph, values)
+    graph.output(output["logits"])
+    warnings.warn("the model returns a mapping; lrpfn explains its 'logits' entry.", stacklevel=5)
+    return fx.GraphModule(gm, graph, class_name=type(gm).__name__)
 
 
 # -- purity: every module attribute as it was ---------------------------------------------

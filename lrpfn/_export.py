@@ -99,6 +99,8 @@ _TORCH_LEVEL: dict[Any, tuple[Callable[..., Any], Adapter | None]] = {
     aten.softplus: (F.softplus, None),
     aten.clamp: (torch.clamp, None),
     aten.neg: (torch.neg, None),
+    aten.pow: (torch.pow, None),
+    aten.square: (torch.square, None),
     aten.dropout: (F.dropout, None),
     aten.add: (torch.add, None),
     aten.sub: (torch.sub, None),
@@ -175,6 +177,7 @@ def export_graph(model: torch.nn.Module, example_input: torch.Tensor) -> fx.Grap
 def normalize_aten(gm: fx.GraphModule, model: torch.nn.Module) -> None:
     """Rewrite `gm`'s exported graph in place into torch-level ops (module docstring)."""
     graph = gm.graph
+    writes = _writes_into_fresh_tensors(graph)
     for node in list(graph.nodes):
         if node.op == "call_module" and node.target == "_guards_fn":
             graph.erase_node(node)
@@ -182,6 +185,8 @@ def normalize_aten(gm: fx.GraphModule, model: torch.nn.Module) -> None:
         if node.op != "call_function":
             continue
         _record_source(node, model)
+        if node in writes:
+            continue  # kept as the in-place aten op (a handler, if data, must come from a user)
         packet = _packet(node.target)
         if packet is None:
             continue
@@ -198,6 +203,44 @@ def normalize_aten(gm: fx.GraphModule, model: torch.nn.Module) -> None:
     _drop_unused(graph)
     graph.lint()
     gm.recompile()
+
+
+def _writes_into_fresh_tensors(graph: fx.Graph) -> set[fx.Node]:
+    """In-place aten ops whose result nothing uses, by what they write into.
+
+    A write into a tensor the graph made (`rel = torch.zeros(...); rel[..., 2] = idx`, as
+    in ConViT) is part of the computation: returned here and kept in place, in order. A
+    write into a module's tensor or the input (a buffer updated in forward) would change
+    the user's model or input: the node is erased (export's graph already uses the new
+    value where the forward reassigned the attribute).
+    """
+    kept = set()
+    for node in list(graph.nodes):
+        target = node.target
+        if (
+            node.op != "call_function"
+            or node.users
+            or not isinstance(target, torch._ops.OpOverload)
+        ):
+            continue
+        if not target._schema.is_mutable:
+            continue
+        root = node.args[0] if node.args else None
+        while isinstance(root, fx.Node) and _is_view(root):
+            root = root.args[0]
+        if isinstance(root, fx.Node) and root.op in ("get_attr", "placeholder"):
+            graph.erase_node(node)
+        else:
+            kept.add(node)
+    return kept
+
+
+def _is_view(node: fx.Node) -> bool:
+    target = node.target
+    if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+        return False
+    returns = target._schema.returns
+    return bool(returns) and returns[0].alias_info is not None and not target._schema.is_mutable
 
 
 def _packet(target: Any) -> Any:
@@ -245,14 +288,22 @@ _COMPUTING = ("call_function", "call_method", "call_module", "get_attr")
 
 
 def _drop_unused(graph: fx.Graph) -> None:
-    """Remove nodes nothing uses (export's runtime assertions and dead shape code)."""
+    """Remove nodes nothing uses (export's runtime assertions and dead shape code); the
+    in-place writes into fresh tensors (`_writes_into_fresh_tensors`) stay."""
     changed = True
     while changed:
         changed = False
         for node in reversed(list(graph.nodes)):
-            if node.op in _COMPUTING and not node.users:
+            if node.op in _COMPUTING and not node.users and not _mutates(node):
                 graph.erase_node(node)
                 changed = True
+
+
+def _mutates(node: fx.Node) -> bool:
+    target = node.target
+    if not isinstance(target, torch._ops.OpOverload):
+        return False
+    return target._schema.is_mutable and not target.__name__.startswith("_assert")
 
 
 def _structured_output(graph: fx.Graph, spec: Any) -> None:

@@ -38,7 +38,8 @@ from torch import Tensor, fx, nn
 
 from ._ops import channel_affine, padded_convolution
 from .layers import ChannelAffine, Convolution, Dense, Layer, LinearFunction, Normalization, Sum
-from .rules._base import Activations
+from .rules._base import Activations, stabilized_divide
+from .rules._lrp import Epsilon
 
 __all__ = ["CORE_HANDLERS", "Handler", "Step", "handler_for", "linear_handler"]
 
@@ -98,6 +99,23 @@ def _pass(step: Step) -> tuple:
 def _route(step: Step) -> tuple:
     _, vjp = torch.func.vjp(step.call, *step.inputs)
     return vjp(step.relevance)
+
+
+def _concatenate(step: Step) -> tuple:
+    """`torch.cat(tensors, dim)`: the relevance split back into the parts, the exact VJP
+    of a concatenation, without re-running it (a DenseNet concatenates every earlier
+    feature map at every layer). Other argument forms take the generic route."""
+    parts = step.node.args[0] if step.node.args else step.node.kwargs.get("tensors")
+    values = step.args[0] if step.args else step.kwargs.get("tensors")
+    dim = _arg(step, 1, "dim", step.kwargs.get("axis", 0))
+    if not isinstance(parts, (list, tuple)) or any(value.ndim == 0 for value in values):
+        return _route(step)
+    if any(value.ndim != values[0].ndim for value in values):  # legacy empty 1-d parts
+        return _route(step)
+    pieces = step.relevance.split([value.shape[dim] for value in values], dim)
+    pieces = [piece.contiguous() for piece in pieces]
+    data = set(step.input_nodes)
+    return tuple(piece for part, piece in zip(parts, pieces, strict=True) if part in data)
 
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -230,17 +248,24 @@ _SIGNS = {operator.add: (1, 1), torch.add: (1, 1), operator.sub: (1, -1), torch.
 
 def _sum(step: Step) -> tuple:
     """$z = \\sum_i \\sigma_i x_i + c$: the data inputs stacked on a trailing axis, the
-    constant operands as the bias; the rule splits relevance between the inputs."""
+    constant operands as the bias; the rule splits relevance between the inputs.
+
+    For `Epsilon` (the default rule of sums) nothing is stacked: with
+    $s = R / \\mathrm{st}(z)$ from the forward's $z$, each input gets
+    $R_i = (s\\,\\sigma_i) \\odot x_i$, the generic step's values op for op.
+    """
     signs = _SIGNS.get(step.node.target, (1, 1))
     operands = step.args[:2]
     alpha = step.kwargs.get("alpha", 1)
     signs = (signs[0], signs[1] * alpha)
     data_index = set(step.data_positions)
     shape, out = step.output.shape, step.output
+    data_signs = [signs[i] for i in sorted(data_index)]
+    weight = torch.tensor(data_signs, dtype=out.dtype, device=out.device)
+    if type(step.rule) is Epsilon:
+        epsilon = step.rule.epsilon
+        return _epsilon_sum(epsilon, step.inputs, out, data_signs, weight, step.relevance)
     stacked = torch.stack([operand.expand(shape) for operand in step.inputs], dim=-1)
-    weight = torch.tensor(
-        [signs[i] for i in sorted(data_index)], dtype=out.dtype, device=out.device
-    )
     bias = None
     for index, operand in enumerate(operands):
         if index not in data_index:
@@ -251,6 +276,25 @@ def _sum(step: Step) -> tuple:
     return tuple(
         r.sum_to_size(x.shape) for r, x in zip(relevance.unbind(-1), step.inputs, strict=True)
     )
+
+
+def _epsilon_sum(
+    epsilon: float, inputs: tuple, z: Tensor, signs: list, weight: Tensor, relevance: Tensor
+) -> tuple:
+    """`Epsilon` on a sum $z = \\sum_i w_i x_i + c$ without stacking its inputs:
+    $R_i = (s\\, w_i) \\odot x_i$ summed to $x_i$'s shape, $s = R / \\mathrm{st}(z)$
+    (16-bit inputs compute in float32 and are cast back, as in `apply_rule`)."""
+    dtype = z.dtype
+    low = dtype in _LOW_PRECISION
+    if low:
+        z, weight, relevance = z.float(), weight.float(), relevance.float()
+    s = stabilized_divide(relevance, z, epsilon)
+    result = []
+    for index, x in enumerate(inputs):
+        scaled = s if signs[index] == 1 else s * weight[index]  # s * 1 is s: skip the pass
+        r = scaled * (x.float() if low else x)
+        result.append(r.to(dtype).sum_to_size(x.shape))
+    return tuple(result)
 
 
 def _product(step: Step) -> tuple:
@@ -293,6 +337,7 @@ PASS_PRESERVING = Handler(
     "pass", _pass, nonnegative="preserves", keeps_inputs=False, zero_at_zero=True
 )
 ROUTE = Handler("route", _route, nonnegative="preserves")
+CONCATENATE = Handler("route", _concatenate, nonnegative="preserves")
 NONE = Handler("none", _none, keeps_inputs=False)
 DENSE = Handler("linear", _linear(_dense_layer), rule="required")
 CHANNEL_AFFINE = Handler("linear", _linear(_channel_affine_layer), rule="required")
@@ -459,6 +504,7 @@ def _table() -> dict[Any, Handler]:
     table.update(dict.fromkeys(_OTHER_ACTIVATIONS, PASS))
     table.update(dict.fromkeys(_NONNEGATIVE_ACTIVATIONS, PASS_NONNEGATIVE))
     table.update(dict.fromkeys(_ROUTE_FUNCTIONS, ROUTE))
+    table.update(dict.fromkeys((torch.cat, torch.concat, torch.concatenate), CONCATENATE))
     table.update(dict.fromkeys(_POOL_FUNCTIONS, POOL))
     table.update(dict.fromkeys(_ROUTE_METHODS, ROUTE))
     table.update(dict.fromkeys(_PASS_METHODS, PASS_PRESERVING))
@@ -487,6 +533,8 @@ def handler_for(node: fx.Node, gm: fx.GraphModule, table: Mapping[Any, Handler])
             handler = table.get(node.target)
         except TypeError:  # unhashable target
             return None
+        if handler is None and isinstance(node.target, torch._ops.OpOverload):
+            handler = table.get(node.target.overloadpacket)  # aten.x.overload -> aten.x
         if handler is None:
             name = (
                 f"{getattr(node.target, '__module__', '')}.{getattr(node.target, '__name__', '')}"

@@ -22,6 +22,7 @@ from ._capture import TRACE_LOCK, capture
 from ._families import HANDLERS, exported
 from ._families.normalization import CONSTANT_STATISTIC_METHODS, CONSTANT_STATISTICS
 from ._handlers import ROUTE, Handler, handler_for
+from ._memory import recomputed_nodes
 from .composites import resolve
 from .errors import InvalidRuleError, UnsupportedNodeError
 from .rules import Gradient, is_signal_rule, rule_from_key
@@ -43,6 +44,8 @@ class Plan:
             wherever their output is <= 0.
         backward_uses: how many backward steps read each node's value (the forward keeps
             those values, the walk frees each after its last read).
+        recomputed: elementwise nodes whose value the forward drops and the walk
+            recomputes from their kept input (`lrpfn._memory`).
         front_end: the capture that made the graph: "fx" (`torch.fx.symbolic_trace`),
             "export" (`torch.export`, specialised to `input_shape`) or "graph" (a
             `GraphModule` passed in).
@@ -59,6 +62,7 @@ class Plan:
     nonnegative: frozenset
     zero_where_nonpositive: frozenset = frozenset()
     backward_uses: Mapping[fx.Node, int] = field(default_factory=dict)
+    recomputed: frozenset = frozenset()
     front_end: str = "fx"
     input_shape: tuple[int, ...] | None = None
     output_key: str | None = None
@@ -135,6 +139,7 @@ def prepare(
             for node, handler in node_handlers.items()
         }
         table_of_rules = resolve(gm, node_handlers, rules, default_rule=Gradient())
+    uses = _backward_uses(node_handlers, data_inputs)
     return Plan(
         module=gm,
         rules=MappingProxyType(table_of_rules),
@@ -143,7 +148,8 @@ def prepare(
         data_positions=MappingProxyType(positions),
         nonnegative=_nonnegative(gm, node_handlers, data_inputs),
         zero_where_nonpositive=_zero_where_nonpositive(node_handlers, table_of_rules),
-        backward_uses=MappingProxyType(_backward_uses(node_handlers, data_inputs)),
+        backward_uses=MappingProxyType(uses),
+        recomputed=recomputed_nodes(node_handlers, uses),
         front_end=captured.front_end,
         input_shape=captured.input_shape,
         output_key=captured.output_key,
@@ -196,8 +202,11 @@ def _is_shape_query(node: fx.Node) -> bool:
         return False
     if getattr(node.target, "__name__", "") in ("getattr", "len"):
         return True
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        target = target.overloadpacket  # aten.sym_size.int -> aten.sym_size
     try:
-        return node.target in _SHAPE_FUNCTIONS or node.target in CONSTANT_STATISTICS
+        return target in _SHAPE_FUNCTIONS or target in CONSTANT_STATISTICS
     except TypeError:  # unhashable target
         return False
 
@@ -276,9 +285,16 @@ def _sends_zero_at_zero(user: fx.Node, handler: Handler, rules, at_zero: set) ->
 
 
 def _backward_uses(handlers: Mapping[fx.Node, Handler], data_inputs) -> dict[fx.Node, int]:
+    """How many backward steps read each node. A shape query used as a constant argument
+    (`x.view(x.size(0), -1)`, export's `sym_size`) is read by its consumer's step too: it
+    is counted once more, so the forward keeps it (it is never released: a few ints)."""
     uses: dict[fx.Node, int] = {}
     for node, handler in handlers.items():
         reads = list(data_inputs[node]) if handler.keeps_inputs else []
         for item in [*reads, node] if handler.needs_output else reads:
             uses[item] = uses.get(item, 0) + 1
+        if handler.keeps_inputs:
+            for item in node.all_input_nodes:
+                if item in data_inputs and _is_shape_query(item):
+                    uses[item] = uses.get(item, 0) + 1
     return uses

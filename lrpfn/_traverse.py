@@ -36,7 +36,7 @@ def forward(plan: Plan, x: Tensor) -> tuple[dict[fx.Node, Any], fx.Node]:
     """Run the model; return the values the backward walk needs and the output node."""
     graph = plan.module.graph
     nodes = list(graph.nodes)
-    keep = plan.backward_uses
+    keep = {node for node in plan.backward_uses if node not in plan.recomputed}
     last_use = {}
     for index, node in enumerate(nodes):
         for item in node.all_input_nodes:
@@ -98,6 +98,8 @@ def backward(
     relevance: dict[fx.Node, Any] = {output_node: initial}
     recorded: dict[str, Any] = {}
     nodes = list(plan.module.graph.nodes)
+    placeholder = next(node for node in nodes if node.op == "placeholder")
+    x = env[placeholder]  # held by the caller anyway; shapes the zero result (the walk frees env's)
     for node in reversed(nodes):
         if node.op == "placeholder" and node in relevance:
             recorded[node.name] = relevance[node]
@@ -109,10 +111,9 @@ def backward(
                 recorded[node.name] = incoming
             _step(plan, env, node, incoming, relevance)
         _release(plan, env, uses, node)
-    placeholder = next(node for node in nodes if node.op == "placeholder")
     result = recorded.get(placeholder.name, relevance.get(placeholder))
-    if result is None:
-        result = torch.zeros_like(env[placeholder])
+    if result is None:  # no relevance reached the input
+        result = torch.zeros_like(x)
     if keep_all:
         recorded = {node.name: recorded[node.name] for node in nodes if node.name in recorded}
     return result, recorded
@@ -140,10 +141,24 @@ def _step(plan: Plan, env: dict, node: fx.Node, incoming: Any, relevance: dict) 
             relevance[item] = _accumulate(relevance.get(item), contribution)
 
 
+def _value(plan: Plan, env: dict, node: fx.Node) -> Any:
+    """`env[node]`; a value the forward dropped (`plan.recomputed`) is recomputed from its
+    kept input and held in `env` until its last backward read."""
+    if node in env or node not in plan.recomputed:
+        return env[node]
+    args = fx.node.map_arg(node.args, env.__getitem__)
+    kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
+    env[node] = value = _node_function(plan, node)(*args, **kwargs)
+    return value
+
+
 def _make_step(plan: Plan, env: dict, node: fx.Node, incoming: Any) -> Step:
     inputs = plan.data_inputs[node]
     function = _node_function(plan, node)
     data = set(inputs)
+
+    def value(item: fx.Node) -> Any:
+        return _value(plan, env, item)
 
     def call(*values: Any) -> Any:
         supply = iter(values)
@@ -153,9 +168,9 @@ def _make_step(plan: Plan, env: dict, node: fx.Node, incoming: Any) -> Step:
 
     return Step(
         node=node,
-        args=fx.node.map_arg(node.args, env.__getitem__),
-        kwargs=fx.node.map_arg(node.kwargs, env.__getitem__),
-        inputs=tuple(env[item] for item in inputs),
+        args=fx.node.map_arg(node.args, value),
+        kwargs=fx.node.map_arg(node.kwargs, value),
+        inputs=tuple(value(item) for item in inputs),
         output=env.get(node),
         relevance=incoming,
         rule=plan.rules.get(node.name),

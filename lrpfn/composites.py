@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import fx
 
@@ -165,9 +166,9 @@ def family_of(node: fx.Node, handler: Handler) -> str:
         return "dense"
     if node.target in _CONVOLUTIONS:
         return "convolution"
-    if node.target is channel_affine:
-        return "batchnorm"
-    if node.target is F.layer_norm:
+    if node.target in (channel_affine, F.batch_norm, torch.addcmul, "addcmul"):
+        return "batchnorm"  # per-channel or elementwise scale and shift
+    if node.target in (F.layer_norm, F.group_norm):
         return "normalization"
     return "pooling"
 
@@ -201,7 +202,17 @@ def _level(key: Any) -> int:
     )
 
 
-_OP_KEYS = frozenset({F.linear, F.layer_norm, channel_affine, *_CONVOLUTIONS})
+_OP_KEYS = frozenset(
+    {
+        F.linear,
+        F.layer_norm,
+        F.group_norm,
+        F.batch_norm,
+        torch.addcmul,
+        channel_affine,
+        *_CONVOLUTIONS,
+    }
+)
 
 
 def _matches(key: Any, info: NodeInfo, infos: tuple[NodeInfo, ...]) -> bool:

@@ -42,7 +42,11 @@ __all__ = [
 
 
 class AffineOp:
-    """An affine op $z = f(x; W, b)$ with its transposed (vector-Jacobian) form."""
+    """An affine op $z = f(x; W, b)$ with its transposed (vector-Jacobian) form.
+
+    `forward` and `transpose` return fresh tensors that alias no argument: rules write
+    their products into them in place.
+    """
 
     def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         raise NotImplementedError

@@ -149,3 +149,17 @@ def test_bias_free_relu_net_lrp0_equals_gradient_times_input() -> None:
     (gradient,) = torch.autograd.grad(net(x).sum(), x)
     relevance = lrpfn.lrp(net, x.detach(), Epsilon(0.0), target=0)
     torch.testing.assert_close(relevance, x.detach() * gradient, rtol=1e-12, atol=1e-12)
+
+
+def test_no_relevance_reaching_the_input_gives_zeros_shaped_like_it():
+    """A handler that sends nothing back (here: the first layer's) leaves the input with no
+    relevance at all; the result is then exactly zero, shaped like x (the walk has freed
+    x's value by then, so the zeros must not be read from it)."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    nothing_back = lrpfn.Handler("linear", lambda step: (None,), rule="required")
+    first = model[0]
+    table = {**lrpfn.HANDLERS, torch.nn.functional.linear: nothing_back}
+    x = torch.randn(5, 3)
+    relevance = lrpfn.lrp(model, x, lrpfn.rules.Epsilon(), handlers=table)
+    assert relevance.shape == x.shape and not relevance.any()
+    assert first.weight.shape == (4, 3)  # the model is untouched

@@ -85,6 +85,10 @@ VERB_COMMANDS = {
         "evaluate", "--model", TINY, "--input", "{images}", "--out", "eval", "--patch", "4",
         "--steps", "4",
     ],
+    "explain_dataset": [
+        "explain-dataset", "--model", "lrpfn.datasets:digits_cnn", "--data", "digits",
+        "--rules", "epsilon", "--out", "store.zarr", "--batch-size", "512", "--quiet",
+    ],
 }  # fmt: skip
 
 
@@ -134,5 +138,5 @@ def test_rules_piped_into_head_prints_one_line_and_no_traceback(tmp_path):
         text=True, cwd=tmp_path, env=environment, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0
-    assert result.stdout.splitlines() == ["Rule keys (TorchLRP's; --rules KEY):"]
+    assert result.stdout.splitlines() == ["Rule keys (TorchLRP's names, lrpfn's rules; --rules KEY):"]
     assert result.stderr == ""

@@ -142,8 +142,14 @@ def test_docs_build_strict(tmp_path):
     assert (tmp_path / "site" / "api" / "index.html").is_file()
 
 
+def test_concepts_on_digits(tmp_path):
+    result = _run("concepts.py", "--smoke", "--out", "c/concepts.png", cwd=tmp_path)
+    assert _is_png(tmp_path / "c" / "concepts.png")
+    assert "% of conv 2's relevance, heatmap sums to" in result.stdout
+    assert "of conv 2 draws on channels" in result.stdout
+
+
 def test_explain_text_smoke(tmp_path):
-    pytest.importorskip("transformers", reason="transformers is the [text] extra")
     result = _run("explain_text.py", "--smoke", cwd=tmp_path)
     assert "next token" in result.stdout and "\x1b[48;2;" in result.stdout
     assert "<span" in (tmp_path / "out" / "explanation.html").read_text()
@@ -155,8 +161,14 @@ def test_explain_vit_smoke(tmp_path):
     assert "attnlrp(gamma=0.25) and cp_lrp" in result.stdout
 
 
-def test_concepts_on_digits(tmp_path):
-    result = _run("concepts.py", "--smoke", "--out", "c/concepts.png", cwd=tmp_path)
-    assert _is_png(tmp_path / "c" / "concepts.png")
-    assert "% of conv 2's relevance, heatmap sums to" in result.stdout
-    assert "of conv 2 draws on channels" in result.stdout
+def test_explain_text_smoke(tmp_path):
+    pytest.importorskip("transformers", reason="transformers is the [text] extra")
+    result = _run("explain_text.py", "--smoke", cwd=tmp_path)
+    assert "next token" in result.stdout and "\x1b[48;2;" in result.stdout
+    assert "<span" in (tmp_path / "out" / "explanation.html").read_text()
+
+
+def test_explain_vit_smoke(tmp_path):
+    result = _run("explain_vit.py", "--smoke", cwd=tmp_path)
+    assert _is_png(tmp_path / "out" / "vit_explanations.png")
+    assert "attnlrp(gamma=0.25) and cp_lrp" in result.stdout

@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .._handlers import CORE_HANDLERS, Handler
-from . import attention, exported, normalization, rms_norm
+from . import affine, attention, elementwise, exported, normalization, resampling, rms_norm
 
 __all__ = ["HANDLERS"]
 
@@ -23,6 +23,9 @@ _FAMILIES: tuple[Mapping[Any, Handler], ...] = (
     rms_norm.HANDLERS,
     exported.HANDLERS,
     normalization.HANDLERS,
+    resampling.HANDLERS,
+    affine.HANDLERS,
+    elementwise.HANDLERS,
 )
 
 

@@ -4,10 +4,9 @@
 `F.conv2d`, ...) before the table is consulted; the ops here keep their
 `OpOverloadPacket` as the graph target (`torch.ops.aten.slice`). They move or select
 values (routed exactly by their vector-Jacobian product, so a slice, a select or an
-expand passes relevance back to the elements it read), copy them (passed), resample
-them with non-negative weights (a parameter-free linear op under the node's rule), or
-query shapes (no relevance: `sym_size` and friends are non-data nodes, see
-`_plan._data_flow`).
+expand passes relevance back to the elements it read), copy them (passed), average them
+(a parameter-free linear op under the node's rule), or query shapes (no relevance:
+`sym_size` and friends are non-data nodes, see `_plan._data_flow`).
 """
 
 from __future__ import annotations

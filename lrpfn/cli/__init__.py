@@ -6,6 +6,8 @@
         --crop 28 --grayscale --out heatmaps/ --save-npy
     lrpfn rules                                    # rule keys, presets and their parameters
     lrpfn check --model torchvision:resnet50 --rules epsilon_plus   # pre-flight report
+    lrpfn explain-dataset --model lrpfn.datasets:digits_cnn --data digits --out digits.zarr
+    lrpfn evaluate --model torchvision:resnet18 --input photos/ --rules epsilon_plus --out ev/
 
 Models are `torchvision:NAME` (weights from a local `--weights` file; without one the
 weights are random and a warning says so) or `module:attr` / `path/to/file.py:attr`, an

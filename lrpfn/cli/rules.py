@@ -22,7 +22,7 @@ def register(commands) -> None:
 
 
 def _rules(args: argparse.Namespace) -> int:
-    print("Rule keys (TorchLRP's; --rules KEY):")
+    print("Rule keys (TorchLRP's names, lrpfn's rules; --rules KEY):")
     for key, make in RULE_KEYS.items():
         print(f"  {key:<20} {make()!r}")
     for key in PATTERN_KEYS:

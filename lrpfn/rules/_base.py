@@ -72,10 +72,10 @@ def stabilize(z: Tensor, epsilon: float) -> Tensor:
     """$z + \\epsilon\\,\\mathrm{sign}(z)$ with $\\mathrm{sign}(0) = +1$."""
     if epsilon == 0:
         return z
-    # one buffer, in place: [z >= 0] (2 eps) - eps + z is exactly z + eps or z - eps
-    # (2 eps and 2 eps - eps are exact), in z's own precision
-    denominator = z.ge(0).to(z.dtype)
-    return denominator.mul_(2 * epsilon).sub_(epsilon).add_(z)
+    # one buffer: (+eps where z >= 0, else -eps) + z, in z's own precision, the sum in place
+    # (two passes over z besides the comparison; eps is rounded to z's dtype first)
+    plus = torch.full((), epsilon, dtype=z.dtype, device=z.device)
+    return torch.where(z >= 0, plus, -plus).add_(z)
 
 
 def stabilized_divide(relevance: Tensor, z: Tensor, epsilon: float) -> Tensor:

@@ -85,8 +85,9 @@ class Gamma(LinearRule):
            s_{\downarrow} = [z < 0] \frac{R}{\mathrm{st}(z_{\downarrow})} $$
         For $a \ge 0$ and $z > 0$ this is the original rule
         $R_{\text{in}} = a \odot f^\top(R / \mathrm{st}(f(a; W + \gamma W^+)); W + \gamma W^+)$.
-        `Gamma(0, stabilizer=0)` equals LRP-0. With `stabilizer=epsilon` this is also the
-        "gamma+epsilon" rule of TorchLRP.
+        `Gamma(0, stabilizer=0)` equals LRP-0. With `stabilizer=epsilon` this is the
+        literature's rule behind TorchLRP's "gamma+epsilon" key; TorchLRP's own computation
+        differs (a quadratic $\rho$, see `lrpfn.torchlrp` and docs/torchlrp.md).
 
     Arguments:
         gamma: $\gamma \ge 0$ (default 0.25).
@@ -124,13 +125,17 @@ class Gamma(LinearRule):
             W_up = W + g * W.clamp(min=0)
             b_up = None if b is None else b + g * b.clamp(min=0)
             s = stabilized_divide(relevance, layer.forward(a, W_up, b_up), eps)
-            return a * layer.transpose(s, a, W_up)
+            return layer.transpose(s, a, W_up).mul_(a)
+        # the same operations on the same values as the formulas above, written into the
+        # fresh buffers the ops return (no allocation for a product that has an owner)
         W_pos = W.clamp(min=0)
-        p = layer.forward(a, W_pos, _positive(b))
-        s_up = stabilized_divide(relevance, z + g * p, eps) * (z > 0)
-        s_down = stabilized_divide(relevance, (1 + g) * z - g * p, eps) * (z < 0)
-        c = layer.transpose(s_up + (1 + g) * s_down, a, W)
-        return a * (c + g * layer.transpose(s_up - s_down, a, W_pos))
+        gp = layer.forward(a, W_pos, _positive(b)).mul_(g)  # g p
+        s_up = stabilized_divide(relevance, z + gp, eps).mul_(z > 0)
+        s_down = stabilized_divide(relevance, z.mul(1 + g).sub_(gp), eps).mul_(z < 0)
+        del gp
+        c = layer.transpose(s_down.mul(1 + g).add_(s_up), a, W)
+        c_pos = layer.transpose(s_up.sub_(s_down), a, W_pos)
+        return c.add_(c_pos.mul_(g)).mul_(a)
 
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         W, b, g = layer.weight, layer.bias, self.gamma
