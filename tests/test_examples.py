@@ -159,16 +159,3 @@ def test_explain_vit_smoke(tmp_path):
     result = _run("explain_vit.py", "--smoke", cwd=tmp_path)
     assert _is_png(tmp_path / "out" / "vit_explanations.png")
     assert "attnlrp(gamma=0.25) and cp_lrp" in result.stdout
-
-
-def test_explain_text_smoke(tmp_path):
-    pytest.importorskip("transformers", reason="transformers is the [text] extra")
-    result = _run("explain_text.py", "--smoke", cwd=tmp_path)
-    assert "next token" in result.stdout and "\x1b[48;2;" in result.stdout
-    assert "<span" in (tmp_path / "out" / "explanation.html").read_text()
-
-
-def test_explain_vit_smoke(tmp_path):
-    result = _run("explain_vit.py", "--smoke", cwd=tmp_path)
-    assert _is_png(tmp_path / "out" / "vit_explanations.png")
-    assert "attnlrp(gamma=0.25) and cp_lrp" in result.stdout
