@@ -150,6 +150,7 @@ def test_concepts_on_digits(tmp_path):
 
 
 def test_explain_text_smoke(tmp_path):
+    pytest.importorskip("transformers", reason="transformers is the [text] extra")
     result = _run("explain_text.py", "--smoke", cwd=tmp_path)
     assert "next token" in result.stdout and "\x1b[48;2;" in result.stdout
     assert "<span" in (tmp_path / "out" / "explanation.html").read_text()
