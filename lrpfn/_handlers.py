@@ -441,6 +441,9 @@ _ROUTE_METHODS = (
     "swapaxes",
     "t",
     "mT",
+    "T",
+    "mH",
+    "H",
 )
 _PASS_METHODS = ("contiguous", "clone", "detach", "float", "double", "to", "type_as")
 _NONE_METHODS = ("size", "dim", "numel", "type", "__len__", "get_device", "stride")
@@ -516,8 +519,28 @@ CORE_HANDLERS: Mapping[Any, Handler] = _table()
 """The handlers of the core ops (`lrpfn._families` adds every other op family)."""
 
 
+TENSOR_ATTRIBUTES = frozenset({"T", "mT", "H", "mH"})
+"""Attribute reads that give a tensor (transposes): data, not shape queries like `x.shape`."""
+
+
+def is_tensor_attribute(node: fx.Node) -> bool:
+    """`node` reads an attribute of a tensor that is itself a tensor (`x.mT`)."""
+    return (
+        node.op == "call_function"
+        and node.target is builtins.getattr
+        and len(node.args) > 1
+        and node.args[1] in TENSOR_ATTRIBUTES
+    )
+
+
 def handler_for(node: fx.Node, gm: fx.GraphModule, table: Mapping[Any, Handler]) -> Handler | None:
-    """The handler for `node`, or None if the table has none."""
+    """The handler for `node`, or None if the table has none.
+
+    An attribute read that gives a tensor (`x.T`, `x.mT`) is looked up by the attribute's
+    name, like the method of that name; other attribute reads (`x.shape`) by `getattr`.
+    """
+    if is_tensor_attribute(node):
+        return table.get(node.args[1])
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
         for kind in type(module).__mro__:  # a subclass of a known layer shares its handler,

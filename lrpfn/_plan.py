@@ -21,7 +21,7 @@ from ._canonical import SOURCE, canonicalize
 from ._capture import TRACE_LOCK, capture
 from ._families import HANDLERS, exported
 from ._families.normalization import CONSTANT_STATISTIC_METHODS, CONSTANT_STATISTICS
-from ._handlers import ROUTE, Handler, handler_for
+from ._handlers import ROUTE, Handler, handler_for, is_tensor_attribute
 from ._memory import recomputed_nodes
 from .composites import resolve
 from .errors import InvalidRuleError, UnsupportedNodeError
@@ -201,7 +201,7 @@ def _is_shape_query(node: fx.Node) -> bool:
     if node.op != "call_function":
         return False
     if getattr(node.target, "__name__", "") in ("getattr", "len"):
-        return True
+        return not is_tensor_attribute(node)  # x.shape is a query, x.mT is data
     target = node.target
     if isinstance(target, torch._ops.OpOverload):
         target = target.overloadpacket  # aten.sym_size.int -> aten.sym_size

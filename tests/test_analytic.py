@@ -163,3 +163,30 @@ def test_no_relevance_reaching_the_input_gives_zeros_shaped_like_it():
     relevance = lrpfn.lrp(model, x, lrpfn.rules.Epsilon(), handlers=table)
     assert relevance.shape == x.shape and not relevance.any()
     assert first.weight.shape == (4, 3)  # the model is untouched
+
+
+class _TransposedAttribute(nn.Module):
+    """Two dense layers with transposes between them, written as attributes (`h.mT`, `h.T`)
+    or as calls: the same function, so the same relevance."""
+
+    def __init__(self, as_attribute: bool) -> None:
+        super().__init__()
+        self.first, self.second = nn.Linear(4, 3), nn.Linear(5, 2)
+        self.as_attribute = as_attribute
+
+    def forward(self, x):
+        h = self.first(x).relu()  # (batch, 5, 3)
+        h = h.mT if self.as_attribute else h.transpose(-2, -1)  # (batch, 3, 5)
+        h = self.second(h).sum(1)  # (batch, 2)
+        return h.T.T if self.as_attribute else h.t().t()
+
+
+def test_a_transpose_read_as_an_attribute_carries_relevance_like_the_call():
+    torch.manual_seed(0)
+    reference = _TransposedAttribute(False).double().eval()
+    model = _TransposedAttribute(True).double().eval()
+    model.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 5, 4, dtype=torch.float64)
+    expected = lrpfn.lrp(reference, x, Epsilon(1e-9))
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(lrpfn.lrp(model, x, Epsilon(1e-9)), expected, rtol=1e-12, atol=0)
