@@ -204,3 +204,11 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
     separator = "|" + "|".join("---" for _ in header) + "|"
     return "\n".join([line(header), separator, *(line(row) for row in rows)])
+
+
+def table_cell(value: Any) -> str:
+    """A measured value as a table cell: 3 significant digits, scientific outside
+    [1e-3, 1e4), "-" for a missing value."""
+    if isinstance(value, float):
+        return f"{value:.3g}" if 1e-3 <= abs(value) < 1e4 or value == 0 else f"{value:.2e}"
+    return "-" if value is None else str(value)

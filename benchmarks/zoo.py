@@ -19,7 +19,14 @@ from pathlib import Path
 
 import torch
 import torchvision
-from common import configure_threads, machine_description, markdown_table, revision, today
+from common import (
+    configure_threads,
+    machine_description,
+    markdown_table,
+    revision,
+    table_cell,
+    today,
+)
 
 import lrpfn
 from lrpfn import composites
@@ -180,12 +187,6 @@ def zoo_table(names: Sequence[str], repeats: int = 3) -> list[dict]:
     return rows
 
 
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}" if 1e-3 <= abs(value) < 1e4 or value == 0 else f"{value:.2e}"
-    return "-" if value is None else str(value)
-
-
 def markdown(rows: Sequence[dict], command: str, machine: str) -> str:
     explained = sum(row["explained"] == "yes" for row in rows)
     traced = sum(row["traced"] == "yes" for row in rows)
@@ -213,7 +214,7 @@ load average below says, these vary severalfold from run to run).
 
 Command: `{command}`.  \nMachine: {machine}.  \nDate: {today()}.
 """
-    table = markdown_table(COLUMNS, [[_cell(row[key]) for key in COLUMNS] for row in rows])
+    table = markdown_table(COLUMNS, [[table_cell(row[key]) for key in COLUMNS] for row in rows])
     return header + "\n" + table + "\n"
 
 
