@@ -9,7 +9,6 @@ See SETUP for what is run.
 from __future__ import annotations
 
 import argparse
-import copy
 import shlex
 import statistics
 import sys
@@ -27,6 +26,7 @@ from common import (
     table_cell,
     today,
 )
+from zoo_timm import without_biases
 
 import lrpfn
 from lrpfn import composites
@@ -76,7 +76,8 @@ in eval mode and explained at one image (224 x 224, inception_v3 299 x 299; seed
 noise clamped to the ZBox bounds) under `composites.epsilon_gamma_box(low=-3, high=3)`,
 for the model's top class. Untrained BatchNorm layers have identity statistics (mean 0,
 variance 1, weight 1, bias 0), so a folded BatchNorm adds no bias; random weights can give
-very small activations and logits (down to 1e-14 here)."""
+very small activations and logits (down to 1e-14 here). ViT's head, which torchvision
+initialises to zero, gets normal weights (std 0.02) so that its logits are not all zero."""
 COLUMNS = (
     "model",
     "traced",
@@ -92,7 +93,10 @@ COLUMNS = (
 def build(name: str, seed: int = 0) -> torch.nn.Module:
     """The torchvision model `name` with seeded random weights, in eval mode."""
     torch.manual_seed(seed)
-    return getattr(torchvision.models, name)(weights=None, **BUILD_ARGUMENTS.get(name, {})).eval()
+    model = getattr(torchvision.models, name)(weights=None, **BUILD_ARGUMENTS.get(name, {}))
+    if name.startswith("vit_"):  # torchvision initialises the head to zero: logits all 0
+        torch.nn.init.normal_(model.heads.head.weight, std=0.02)
+    return model.eval()
 
 
 def image(size: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -101,26 +105,16 @@ def image(size: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch
     return torch.randn(1, 3, size, size, generator=generator, dtype=dtype).clamp(-BOUND, BOUND)
 
 
-def without_biases(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy with every bias and BatchNorm running mean zero (folding then adds no bias)."""
-    model = copy.deepcopy(model)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(getattr(module, "bias", None), torch.Tensor):
-                module.bias.zero_()
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.running_mean.zero_()
-    return model
-
-
 def conservation(model: torch.nn.Module, x: torch.Tensor) -> float:
-    """ΣR / logit of LRP-0 (`Epsilon(0)` everywhere) on the model without biases: 1 up to
-    rounding, as every step of LRP-0 on a bias-free layer conserves relevance."""
+    """ΣR / logit of LRP-0 on the model without additive parameters: 1 up to rounding, as
+    every step of LRP-0 on a bias-free layer conserves relevance (`cp_lrp(epsilon=0)`: LRP-0
+    on every linear node, attention weights and gates held constant; for a CNN it is
+    `Epsilon(0)` everywhere)."""
     model = without_biases(model)
     with torch.no_grad():
         output = model(x)
     target = int(output.argmax())
-    relevance = lrpfn.lrp(model, x, lrpfn.rules.Epsilon(0.0), target=target)
+    relevance = lrpfn.lrp(model, x, composites.cp_lrp(epsilon=0.0), target=target)
     return float(relevance.sum() / output[0, target])
 
 
@@ -192,6 +186,9 @@ def markdown(rows: Sequence[dict], command: str, machine: str) -> str:
     traced = sum(row["traced"] == "yes" for row in rows)
     header = f"""# Model coverage
 
+Transformers (torchvision's ViT, Swin and MaxViT below, timm's ViT and DeiT, Hugging Face
+language models) and their rules: [their own page](transformers.md).
+
 lrpfn on torchvision's image classifiers with random weights: **{explained} of {len(rows)}
 explained**, {traced} of {len(rows)} traced by `torch.fx.symbolic_trace`.
 
@@ -205,9 +202,11 @@ logit; *ΣR / logit*: their ratio. It is 1 only where no relevance is absorbed: 
 absorb some (the random classifiers and some convolutions have biases), and so do the
 rules' stabilizers (1e-6) where activations are as small as they are in some of these
 untrained models (logits of 1e-9 and below), so this ratio is no test of the library;
-*LRP-0, no biases*: how far from 1 the same ratio is for LRP-0 (`rules.Epsilon(0)` on
-every node) on a copy of the model whose biases and BatchNorm running means are zero,
-which conserves relevance exactly (so only float32 rounding remains: a test of the whole
+*LRP-0, no biases*: how far from 1 the same ratio is for LRP-0 (`composites.cp_lrp(epsilon=0)`:
+`rules.Epsilon(0)` on every linear node, attention weights held constant as CP-LRP does) on
+a copy of the model whose additive parameters are zero (biases, BatchNorm running means,
+class tokens, position embeddings, relative position biases), which conserves relevance
+exactly (so only float32 rounding remains: a test of the whole
 traversal); *s / image*: seconds per `lrpfn.lrp` call (epsilon_gamma_box) on a prepared
 plan, median of 3 after one warm-up call (on a machine shared with other jobs, as the
 load average below says, these vary severalfold from run to run).
