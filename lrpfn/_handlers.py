@@ -16,9 +16,9 @@ facts, separate from rules (the user's choice for linear nodes):
   tensors is handled by the node's product rule);
 - `NONE`: ops whose result is not a tensor (`x.size()`, `x.shape`): no relevance.
 
-`CORE_HANDLERS` holds the handlers of the ops every CNN uses; each further op family
-(normalizations, attention, resampling, ...) keeps its handlers in its own module of
-`lrpfn._families`, which merges them all into the one table `lrpfn.HANDLERS`. A table is
+The handlers of the ops every CNN uses are keyed in `lrpfn._families.core`; each further
+op family (normalizations, attention, resampling, ...) keeps its handlers in its own module
+of `lrpfn._families`, which merges them all into the one table `lrpfn.HANDLERS`. A table is
 keyed by module type (for `call_module` nodes), by function or its qualified name
 `"module.function"` (for `call_function`) and by method name (for `call_method`).
 `handler_for(node, gm, table)` looks a node up.
@@ -36,12 +36,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from ._ops import channel_affine, padded_convolution
 from .layers import ChannelAffine, Convolution, Dense, Layer, LinearFunction, Normalization, Sum
 from .rules._base import Activations, stabilized_divide
 from .rules._lrp import Epsilon
 
-__all__ = ["CORE_HANDLERS", "Handler", "Step", "handler_for", "linear_handler"]
+__all__ = [
+    "Handler",
+    "Step",
+    "convolution_handler",
+    "handler_for",
+    "linear_handler",
+]
 
 
 @dataclass
@@ -347,176 +352,12 @@ SUM = Handler("sum", _sum, rule="default", nonnegative="preserves")
 PRODUCT = Handler("product", _product, rule="product")
 
 
-def _convolution(dims: int, transposed: bool) -> Handler:
-    return Handler("linear", _linear(_convolution_layer(dims, transposed)), rule="required")
+def convolution_handler(dims: int, transposed: bool) -> Handler:
+    """The handler of `F.conv{dims}d` (or `F.conv_transpose{dims}d` when `transposed`)."""
+    return linear_handler(_convolution_layer(dims, transposed))
 
 
-_RELU_LIKE = (nn.ReLU, nn.ReLU6, F.relu, torch.relu, F.relu6, "relu")
-_ZERO_AT_ZERO = (
-    nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Mish,
-    nn.SELU, nn.CELU, nn.PReLU, nn.Tanhshrink, nn.Softsign,
-    F.leaky_relu, F.elu, F.gelu, F.silu, torch.tanh, F.tanh, F.hardtanh, F.hardswish,
-    F.mish, F.selu, F.celu, torch.selu, "tanh", operator.neg, torch.neg, "neg",
-)  # fmt: skip
-_OTHER_ACTIVATIONS = (
-    nn.Softplus,
-    nn.LogSigmoid,
-    F.softplus,
-    F.logsigmoid,
-    torch.clamp,
-    torch.clip,
-    "clamp",
-    "clip",
-)
-_NONNEGATIVE_ACTIVATIONS = (
-    nn.Sigmoid,
-    nn.Hardsigmoid,
-    torch.sigmoid,
-    F.sigmoid,
-    F.hardsigmoid,
-    "sigmoid",
-)
-_ROUTE_FUNCTIONS = (
-    torch.flatten,
-    torch.reshape,
-    torch.permute,
-    torch.transpose,
-    torch.squeeze,
-    torch.unsqueeze,
-    torch.cat,
-    torch.concat,
-    torch.concatenate,
-    torch.stack,
-    torch.split,
-    torch.chunk,
-    torch.flip,
-    torch.roll,
-    torch.narrow,
-    torch.movedim,
-    torch.swapaxes,
-    operator.getitem,
-    F.pad,
-    F.max_pool1d,
-    F.max_pool2d,
-    F.max_pool3d,
-    F.adaptive_max_pool1d,
-    F.adaptive_max_pool2d,
-    F.adaptive_max_pool3d,
-    torch.unbind,
-    F.pixel_shuffle,
-    F.pixel_unshuffle,
-    torch.tile,
-)
-_POOL_FUNCTIONS = (
-    F.avg_pool1d,
-    F.avg_pool2d,
-    F.avg_pool3d,
-    F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d,
-    F.adaptive_avg_pool3d,
-    torch.mean,
-    torch.sum,
-)
-_ROUTE_METHODS = (
-    "view",
-    "reshape",
-    "flatten",
-    "permute",
-    "transpose",
-    "squeeze",
-    "unsqueeze",
-    "split",
-    "chunk",
-    "expand",
-    "expand_as",
-    "flip",
-    "roll",
-    "narrow",
-    "movedim",
-    "unbind",
-    "view_as",
-    "reshape_as",
-    "repeat",
-    "unflatten",
-    "swapaxes",
-    "t",
-    "mT",
-    "T",
-    "mH",
-    "H",
-)
-_PASS_METHODS = ("contiguous", "clone", "detach", "float", "double", "to", "type_as")
-_NONE_METHODS = ("size", "dim", "numel", "type", "__len__", "get_device", "stride")
-
-
-def _table() -> dict[Any, Handler]:
-    table: dict[Any, Handler] = {
-        nn.Identity: PASS_PRESERVING,
-        nn.Dropout: PASS_PRESERVING,
-        nn.Flatten: ROUTE,
-        nn.Unflatten: ROUTE,
-        nn.ZeroPad2d: ROUTE,
-        nn.ConstantPad2d: ROUTE,
-        nn.MaxPool1d: ROUTE,
-        nn.MaxPool2d: ROUTE,
-        nn.MaxPool3d: ROUTE,
-        nn.AdaptiveMaxPool1d: ROUTE,
-        nn.AdaptiveMaxPool2d: ROUTE,
-        nn.AdaptiveMaxPool3d: ROUTE,
-        nn.AvgPool1d: POOL,
-        nn.AvgPool2d: POOL,
-        nn.AvgPool3d: POOL,
-        nn.AdaptiveAvgPool1d: POOL,
-        nn.AdaptiveAvgPool2d: POOL,
-        nn.AdaptiveAvgPool3d: POOL,
-        F.linear: DENSE,
-        padded_convolution: Handler("linear", _linear(_padded_convolution_layer), rule="required"),
-        channel_affine: CHANNEL_AFFINE,
-        F.layer_norm: LAYER_NORM,
-        # functions of optional packages are keyed by qualified name, so none is imported
-        "torchvision.ops.stochastic_depth.stochastic_depth": PASS_PRESERVING,  # eval: identity
-        F.conv1d: _convolution(1, False),
-        F.conv2d: _convolution(2, False),
-        F.conv3d: _convolution(3, False),
-        F.conv_transpose1d: _convolution(1, True),
-        F.conv_transpose2d: _convolution(2, True),
-        F.conv_transpose3d: _convolution(3, True),
-        F.dropout: PASS_PRESERVING,
-        F.dropout1d: PASS_PRESERVING,
-        F.dropout2d: PASS_PRESERVING,
-        F.dropout3d: PASS_PRESERVING,
-        operator.add: SUM,
-        torch.add: SUM,
-        operator.sub: SUM,
-        torch.sub: SUM,
-        operator.mul: PRODUCT,
-        torch.mul: PRODUCT,
-        operator.truediv: PRODUCT,
-        torch.div: PRODUCT,
-        builtins.getattr: NONE,
-        builtins.len: NONE,
-        "add": SUM,
-        "sub": SUM,
-        "mul": PRODUCT,
-        "div": PRODUCT,
-        "mean": POOL,
-        "sum": POOL,
-    }
-    table.update(dict.fromkeys(_RELU_LIKE, PASS_RELU))
-    table.update(dict.fromkeys(_ZERO_AT_ZERO, PASS_ZERO))
-    table.update(dict.fromkeys(_OTHER_ACTIVATIONS, PASS))
-    table.update(dict.fromkeys(_NONNEGATIVE_ACTIVATIONS, PASS_NONNEGATIVE))
-    table.update(dict.fromkeys(_ROUTE_FUNCTIONS, ROUTE))
-    table.update(dict.fromkeys((torch.cat, torch.concat, torch.concatenate), CONCATENATE))
-    table.update(dict.fromkeys(_POOL_FUNCTIONS, POOL))
-    table.update(dict.fromkeys(_ROUTE_METHODS, ROUTE))
-    table.update(dict.fromkeys(_PASS_METHODS, PASS_PRESERVING))
-    table.update(dict.fromkeys(_NONE_METHODS, NONE))
-    return table
-
-
-CORE_HANDLERS: Mapping[Any, Handler] = _table()
-"""The handlers of the core ops (`lrpfn._families` adds every other op family)."""
+PADDED_CONVOLUTION = linear_handler(_padded_convolution_layer)
 
 
 TENSOR_ATTRIBUTES = frozenset({"T", "mT", "H", "mH"})

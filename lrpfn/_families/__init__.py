@@ -3,7 +3,7 @@
 Each op family keeps the relevance code of its ops in its own small module here, beside
 the ops it handles (as JAX registers each transpose rule beside its primitive), and
 exports a mapping `HANDLERS` from graph target to handler. This module merges the core
-handlers of `lrpfn._handlers` with each family's; a key may appear in one family only.
+handlers (`core`) with each family's; a key may appear in one family only.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from .._handlers import CORE_HANDLERS, Handler
-from . import affine, attention, elementwise, exported, normalization, resampling, rms_norm
+from .._handlers import Handler
+from . import affine, attention, core, elementwise, exported, normalization, resampling, rms_norm
 
 __all__ = ["HANDLERS"]
 
 _FAMILIES: tuple[Mapping[Any, Handler], ...] = (
-    CORE_HANDLERS,
+    core.HANDLERS,
     attention.HANDLERS,
     rms_norm.HANDLERS,
     exported.HANDLERS,
