@@ -39,11 +39,13 @@ __all__ = [
     "SEISMIC",
     "Colormap",
     "colorize",
+    "finish_figure",
     "heatmap",
     "overlay",
     "plot_concepts",
     "plot_grid",
     "reduce_channels",
+    "save_figure",
     "save_png",
     "symmetric_normalize",
     "to_pixels",
@@ -298,13 +300,7 @@ def plot_grid(
             axis.set_yticks([])
             if column == 0 and row_titles is not None:
                 axis.set_ylabel(row_titles[row], fontsize=7)
-    if title:
-        figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100)
-    return figure
+    return finish_figure(figure, path, title)
 
 
 def plot_concepts(
@@ -363,6 +359,31 @@ def plot_concepts(
             if outlines[index].any():
                 axis.contour(outlines[index], levels=[0.5], colors="black", linewidths=0.8)
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100)
+        save_figure(figure, path)
     return figure
+
+
+def finish_figure(
+    figure: Any,
+    path: str | Path | None = None,
+    title: str = "",
+    *,
+    title_size: float = 9,
+    dpi: int = 100,
+) -> Any:
+    """Give a matplotlib `figure` its `title` (if any), lay it out tightly and, with a
+    `path`, write it there as PNG (`save_figure`); returns the figure."""
+    if title:
+        figure.suptitle(title, fontsize=title_size)
+    figure.tight_layout()
+    if path is not None:
+        save_figure(figure, path, dpi=dpi)
+    return figure
+
+
+def save_figure(figure: Any, path: str | Path, *, dpi: int = 100) -> Path:
+    """Write a matplotlib `figure` to `path` as PNG, making its folder; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    return path

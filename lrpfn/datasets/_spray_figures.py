@@ -30,11 +30,7 @@ def save_embedding(result: Any, path: Path, title: str = "") -> Path:
     scatter.set_xticks([])
     scatter.set_yticks([])
     scatter.legend(fontsize=7, markerscale=1.5)
-    if title:
-        figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    image.finish_figure(figure, path, title, title_size=10)
     return path
 
 
@@ -52,9 +48,5 @@ def save_cluster_means(result: Any, path: Path, title: str = "") -> Path:
         axis.set_title(f"cluster {cluster}\n{size} samples", fontsize=8)
         axis.set_xticks([])
         axis.set_yticks([])
-    if title:
-        figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    image.finish_figure(figure, path, title, title_size=10)
     return path

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .._api import lrp, prepare
+from ..image import finish_figure
 from ._checks import InvalidEvaluationError, check_images, explained_logit, target_index
 from ._perturbations import Perturbation
 from ._region import PerturbationCurves, region_perturbation
@@ -230,10 +231,4 @@ def plot_curves(
         axis.grid(alpha=0.3)
         axis.legend(fontsize=6, ncol=1 if len(comparison.methods) < 9 else 2, loc="lower left")
     axes[0].set_ylabel("mean explained logit f(x^k)")
-    if title:
-        figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=110)
-    return figure
+    return finish_figure(figure, path, title, title_size=10, dpi=110)
