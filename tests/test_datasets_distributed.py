@@ -4,7 +4,7 @@ mid-run, running the same command again completes only the missing chunks and gi
 bit-identical store.
 
 The kill comes from the test hook `LRPFN_TEST_SIGKILL="RANK:N"` (see
-`lrpfn.datasets._explain`): rank RANK kills itself in its chunk N+1 after writing the
+`lrpfn.datasets._run`): rank RANK kills itself in its chunk N+1 after writing the
 chunk's arrays and before recording the chunk as complete.
 """
 

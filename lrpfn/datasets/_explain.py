@@ -11,41 +11,32 @@ same call again after a crash completes exactly the missing chunks, and the stor
 bit-identical to one written without interruption (each chunk is computed from the same
 samples in the same batch by the same code).
 
-Test hook: the environment variable `LRPFN_TEST_SIGKILL="RANK:N"` makes rank RANK kill
-itself with SIGKILL in the middle of its chunk N+1, after that chunk's arrays are written
-and before it is recorded as complete. It exists only for the kill-and-resume test.
+Rank 0 starts the run (`_setup`: shapes, store, provenance); every rank then explains and
+writes its share (`_run`, which also holds the kill-and-resume test's hook); rank 0
+records the run in the store's attributes when all have finished.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import os
-import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
-from torch import Tensor
 
-from .._api import lrp, prepare, relevances
+from .._api import prepare
 from .._plan import Plan
-from .._version import __version__
 from ..errors import LRPError
 from . import _shard, _store
 from ._errors import DatasetError
-from ._samples import Batch, Guarded, InvalidSample, batches, source_of
+from ._run import DTYPES, RankRun
+from ._samples import InvalidSample, source_of
+from ._setup import start_run
 
 __all__ = ["Summary", "explain"]
-
-KILL_HOOK = "LRPFN_TEST_SIGKILL"
-_DTYPES = {"float16": np.float16, "float32": np.float32}
-_PROBE_LIMIT = 64  # samples tried to find a readable one for the shapes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +116,7 @@ def explain(
     """
     if batch_size < 1:
         raise DatasetError(f"batch_size must be at least 1, got {batch_size}.")
-    if relevance_dtype not in _DTYPES:
+    if relevance_dtype not in DTYPES:
         raise DatasetError(
             f"relevance_dtype must be 'float16' or 'float32', got {relevance_dtype!r}."
         )
@@ -149,10 +140,10 @@ def _explain_here(model_or_plan, rules, dataset, out, where, ranks, names, optio
     start = None
     if ranks.rank == 0:
         settings = (batch_size, relevance_dtype, nodes, target, *names)
-        start = _attempt(lambda: _start(plan, dataset, out, where, settings, ranks), ranks)
+        start = _attempt(lambda: start_run(plan, dataset, out, where, settings, ranks), ranks)
     layout, missing = _started(_shard.share(start, ranks))
     bar = _progress_bar(layout, out, progress and ranks.rank == 0)
-    run = _Run(plan, layout, target, nodes, where, str(out), ranks)
+    run = RankRun(plan, layout, target, nodes, where, str(out), ranks)
     report = run.chunks(dataset, _shard.shard(missing, ranks), workers, bar)
     reports = _shard.gather(report, ranks)
     if bar is not None:
@@ -220,198 +211,6 @@ def _plan_on(model_or_plan, rules, device: torch.device) -> Plan:
     if parameter is not None and parameter.device != device:
         model = copy.deepcopy(model).to(device)  # the user's model stays where it is
     return prepare(model, rules)
-
-
-def _start(plan, dataset, out, device, settings, ranks) -> tuple[_store.Layout, list[int]]:
-    """Rank 0: probe the shapes, create or check the store; the layout and the chunks
-    still missing."""
-    batch_size, dtype, nodes, target, model, data = settings
-    x = _probe(dataset)
-    x = x[None].to(device)
-    with torch.no_grad():
-        logits = plan.module(x)
-    if logits.ndim != 2:
-        raise DatasetError(
-            f"the model's output has shape {tuple(logits.shape)}, not (batch, classes)."
-        )
-    channels = _node_channels(plan, x, nodes) if nodes else {}
-    layout = _store.Layout(
-        len(dataset), batch_size, tuple(x.shape[1:]), logits.shape[1], dtype, channels
-    )
-    fields = {
-        "model": model,
-        "model_sha256": _fingerprint(plan),
-        "rules": {name: repr(rule) for name, rule in plan.rules.items()},
-        "data": data,
-        "dataset_size": layout.rows,
-        "batch_size": batch_size,
-        "input_shape": layout.input_shape,
-        "classes": layout.classes,
-        "relevance_dtype": dtype,
-        "target": "prediction" if target is None else target,
-        "nodes": channels,
-        "lrpfn": __version__,
-        "torch": torch.__version__,
-    }
-    provenance = {"created": _store.now(), "world_size": ranks.world, "runs": []}
-    return layout, _store.create_or_check(out, layout, fields, provenance)
-
-
-def _probe(dataset) -> Tensor:
-    if len(dataset) == 0:
-        raise DatasetError("the data set is empty.")
-    guarded = Guarded(dataset, None)
-    errors = []
-    for index in range(min(len(dataset), _PROBE_LIMIT)):
-        _, x, _, error = guarded[index]
-        if error is None:
-            return x
-        errors.append(f"  {index} ({source_of(dataset, index)}): {error}")
-    raise DatasetError(
-        f"none of the first {len(errors)} samples can be read:\n" + "\n".join(errors[:5])
-    )
-
-
-def _node_channels(plan: Plan, x: Tensor, nodes: Sequence[str]) -> dict[str, int]:
-    recorded = relevances(plan, x)
-    unknown = [name for name in nodes if name not in recorded]
-    if unknown:
-        raise DatasetError(
-            f"unknown node(s) {unknown}: the graph's nodes are {', '.join(recorded)}."
-        )
-    return {name: int(recorded[name].shape[1]) if recorded[name].ndim > 1 else 1 for name in nodes}
-
-
-def _fingerprint(plan: Plan) -> str:
-    """SHA-256 of the canonical graph's parameters and buffers (names, types, shapes, bytes)."""
-    digest = hashlib.sha256()
-    for name, tensor in plan.module.state_dict().items():
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
-class _Run:
-    """One rank's work: explain its chunks, write them, report."""
-
-    def __init__(self, plan, layout, target, nodes, device, out, ranks) -> None:
-        import zarr
-
-        self.plan, self.layout, self.target, self.nodes = plan, layout, target, tuple(nodes)
-        self.device, self.out, self.ranks = device, out, ranks
-        group = zarr.open_group(out, mode="r+")
-        self.arrays = {name: group[name] for name in [*layout.arrays(), "complete"]}
-        self.input_name = next(n.name for n in plan.module.graph.nodes if n.op == "placeholder")
-
-    def chunks(self, dataset, mine: list[int], workers: int, bar) -> dict[str, Any]:
-        """Explain and write the chunks `mine`; `bar`: rank 0's progress bar, or None."""
-        began, writing, invalid, polled = time.perf_counter(), 0.0, [], 0.0
-        reader = batches(
-            dataset, self.layout.input_shape, mine, self.layout.bounds, workers=workers
-        )
-        for count, batch in enumerate(reader):
-            for sample in batch.invalid:
-                _report(sample, bar)
-            invalid.extend(batch.invalid)
-            blocks = self._blocks(batch)
-            written = time.perf_counter()
-            _store.write_chunk(self.arrays, self.layout, batch.chunk, blocks)
-            _kill_hook(self.ranks, count)
-            _store.mark_complete(self.arrays, batch.chunk)
-            writing += time.perf_counter() - written
-            if bar is not None and self.ranks.world == 1:
-                bar.update(len(blocks["valid"]))
-            elif bar is not None and time.perf_counter() - polled > 0.5:
-                bar.update(_store.complete_rows(self.arrays, self.layout) - bar.n)
-                polled = time.perf_counter()
-        return {
-            "chunks": len(mine),
-            "seconds": time.perf_counter() - began,
-            "write_seconds": writing,
-            "invalid": invalid,
-        }
-
-    def _blocks(self, batch: Batch) -> dict[str, np.ndarray]:
-        start, stop = self.layout.bounds(batch.chunk)
-        blocks = {
-            name: np.full((stop - start, *shape[1:]), fill, dtype=dtype)
-            for name, (shape, dtype, fill) in self.layout.arrays().items()
-        }
-        blocks["label"][:] = batch.label.numpy()
-        if batch.x is None:
-            return blocks
-        rows = batch.rows.numpy()
-        results = self._explain(batch.x.to(self.device), batch.label[batch.rows])
-        for name, values in results.items():
-            blocks[name][rows] = values
-        blocks["valid"][rows] = True
-        return blocks
-
-    def _explain(self, x: Tensor, label: Tensor) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            logits = self.plan.module(x)
-        target = self._target(logits, label)
-        if self.nodes:
-            recorded = relevances(self.plan, x, target=target)
-            relevance = recorded[self.input_name]
-        else:
-            relevance = lrp(self.plan, x, target=target)
-        explained = logits.gather(1, target[:, None])[:, 0].double()
-        ratio = relevance.double().flatten(1).sum(1) / explained
-        results = {
-            "relevance": self._relevance(relevance),
-            "logits": logits.float().cpu().numpy(),
-            "target": target.cpu().numpy(),
-            "ratio": ratio.float().cpu().numpy(),
-        }
-        for name in self.nodes:
-            value = recorded[name]
-            per_channel = value.flatten(2).sum(2) if value.ndim > 2 else value.reshape(len(x), -1)
-            results[f"nodes/{name}"] = per_channel.float().cpu().numpy()
-        return results
-
-    def _target(self, logits: Tensor, label: Tensor) -> Tensor:
-        if self.target is None:
-            return logits.argmax(1)
-        if self.target == "label":
-            classes = logits.shape[1]
-            if bool(((label < 0) | (label >= classes)).any()):
-                raise DatasetError(
-                    f"target='label' needs labels in 0..{classes - 1}, got {label.tolist()}."
-                )
-            return label.to(logits.device)
-        return torch.full((len(logits),), int(self.target), device=logits.device)
-
-    def _relevance(self, relevance: Tensor) -> np.ndarray:
-        values = relevance.float().cpu().numpy()
-        if self.layout.relevance_dtype == "float16":
-            largest = float(np.abs(values).max(initial=0.0))
-            if largest > np.finfo(np.float16).max:
-                raise DatasetError(
-                    f"a relevance of {largest:.4g} exceeds float16's range: use "
-                    "relevance_dtype='float32'."
-                )
-        return values.astype(_DTYPES[self.layout.relevance_dtype])
-
-
-def _report(sample: InvalidSample, bar) -> None:
-    message = (
-        f"lrpfn: sample {sample.index} ({sample.source or 'no source'}) cannot be explained: "
-        f"{sample.error}; its row is marked invalid."
-    )
-    if bar is not None:
-        bar.write(message, file=sys.stderr)
-    else:
-        print(message, file=sys.stderr)
-
-
-def _kill_hook(ranks, count: int) -> None:
-    """The kill-and-resume test's hook (see the module docstring)."""
-    setting = os.environ.get(KILL_HOOK)
-    if setting:
-        rank, chunks = (int(part) for part in setting.split(":"))
-        if ranks.rank == rank and count == chunks:
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _finish(out, layout, dataset, reports, missing) -> Summary:
