@@ -25,6 +25,19 @@ def _lxt_rules():
     return rules
 
 
+def _lxt_attention_inputs(lxt: str | None, q, k, v):
+    """lxt's efficient rules on the attention's inputs: AttnLRP divides the gradient of q
+    and k by 4 and of v by 2 (two products in a row), CP-LRP stops it at q and k (the
+    attention weights are constants); without lxt they pass unchanged."""
+    if lxt == "attnlrp":
+        rules = _lxt_rules()
+        return rules.divide_gradient(q, 4), rules.divide_gradient(k, 4), rules.divide_gradient(v, 2)
+    if lxt == "cp_lrp":
+        rules = _lxt_rules()
+        return rules.stop_gradient(q), rules.stop_gradient(k), v
+    return q, k, v
+
+
 class RMSNorm(nn.Module):
     def __init__(self, width: int, lxt: str | None):
         super().__init__()
@@ -65,16 +78,7 @@ class DecoderLayer(nn.Module):
         v = self.v_proj(x).unflatten(-1, (self.kv_heads, self.head_dim)).transpose(1, 2)
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
-        if self.lxt == "attnlrp":
-            rules = _lxt_rules()
-            q, k, v = (
-                rules.divide_gradient(q, 4),
-                rules.divide_gradient(k, 4),
-                rules.divide_gradient(v, 2),
-            )
-        elif self.lxt == "cp_lrp":
-            rules = _lxt_rules()
-            q, k = rules.stop_gradient(q), rules.stop_gradient(k)
+        q, k, v = _lxt_attention_inputs(self.lxt, q, k, v)
         groups = self.heads // self.kv_heads
         k = k[:, :, None].expand(-1, -1, groups, -1, -1).flatten(1, 2)
         v = v[:, :, None].expand(-1, -1, groups, -1, -1).flatten(1, 2)
@@ -164,16 +168,7 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x, mask):
         q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
-        if self.lxt == "attnlrp":
-            rules = _lxt_rules()
-            q, k, v = (
-                rules.divide_gradient(q, 4),
-                rules.divide_gradient(k, 4),
-                rules.divide_gradient(v, 2),
-            )
-        elif self.lxt == "cp_lrp":
-            rules = _lxt_rules()
-            q, k = rules.stop_gradient(q), rules.stop_gradient(k)
+        q, k, v = _lxt_attention_inputs(self.lxt, q, k, v)
         scores = torch.matmul(q, k.transpose(-1, -2)) / (q.shape[-1] ** 0.5) + mask
         context = torch.matmul(torch.softmax(scores, dim=-1), v).permute(0, 2, 1, 3).flatten(-2)
         x = self.attention_norm(self.output(context) + x)
