@@ -44,8 +44,8 @@ class Plan:
             wherever their output is <= 0.
         backward_uses: how many backward steps read each node's value (the forward keeps
             those values, the walk frees each after its last read).
-        recomputed: elementwise nodes whose value the forward drops and the walk
-            recomputes from their kept input (`lrpfn._memory`).
+        recomputed: nodes whose value the forward drops and the walk recomputes from
+            kept values (elementwise ops, attention scores; `lrpfn._memory`).
         front_end: the capture that made the graph: "fx" (`torch.fx.symbolic_trace`),
             "export" (`torch.export`, specialised to `input_shape`) or "graph" (a
             `GraphModule` passed in).
@@ -149,7 +149,7 @@ def prepare(
         nonnegative=_nonnegative(gm, node_handlers, data_inputs),
         zero_where_nonpositive=_zero_where_nonpositive(node_handlers, table_of_rules),
         backward_uses=MappingProxyType(uses),
-        recomputed=recomputed_nodes(node_handlers, uses),
+        recomputed=recomputed_nodes(node_handlers, data_inputs, uses),
         front_end=captured.front_end,
         input_shape=captured.input_shape,
         output_key=captured.output_key,
