@@ -119,9 +119,7 @@ def backward(
     return result, recorded
 
 
-def _step(
-    plan: Plan, env: dict, uses: dict, node: fx.Node, incoming: Any, relevance: dict
-) -> None:
+def _step(plan: Plan, env: dict, uses: dict, node: fx.Node, incoming: Any, relevance: dict) -> None:
     handler = plan.handlers[node]
     inputs = plan.data_inputs[node]
     step = (
