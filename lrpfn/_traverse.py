@@ -87,13 +87,23 @@ def _default(node: fx.Node) -> Any:
 
 
 def backward(
-    plan: Plan, env: dict[fx.Node, Any], output_node: fx.Node, initial: Tensor, keep_all: bool
+    plan: Plan,
+    env: dict[fx.Node, Any],
+    output_node: fx.Node,
+    initial: Tensor,
+    keep_all: bool,
+    *,
+    owned: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """Walk the graph in reverse from `initial` (the output relevance).
 
     Returns the input relevance and, with `keep_all`, the relevance of every node reached.
+    With `owned` the caller hands `env` over: the walk deletes each value from it after its
+    last use, so the memory is freed (otherwise the walk works on a copy of the dict, and
+    the caller's dict holds every forward value until the walk ends).
     """
-    env = dict(env)
+    if not owned:
+        env = dict(env)
     uses = dict(plan.backward_uses)
     relevance: dict[fx.Node, Any] = {output_node: initial}
     recorded: dict[str, Any] = {}
