@@ -31,13 +31,14 @@ constants (the forward never drops those), and it is
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 
 from torch import fx
 
 from ._handlers import Handler
 
-__all__ = ["attention_scores", "recomputed_nodes"]
+__all__ = ["attention_scores", "queries", "recomputed_nodes"]
 
 _SCALING = ("pass", "product", "sum", "route")  # kinds a scores chain passes through
 
@@ -76,9 +77,32 @@ def _held(item: fx.Node, handler: Handler, handlers: Mapping, recomputed: set) -
 
 
 def _constant_arguments(node: fx.Node, inputs: tuple, data_inputs: Mapping) -> bool:
-    """The node's arguments other than its data inputs are constants (never dropped)."""
+    """The node's arguments other than its data inputs are constants (the forward never
+    drops those) or queries of a shape or dtype (`x.to(q.dtype)`: kept, see `queries`)."""
     data = set(inputs)
-    return all(item in data or item not in data_inputs for item in node.all_input_nodes)
+    return all(
+        item in data or item not in data_inputs or _is_query(item) for item in node.all_input_nodes
+    )
+
+
+def _is_query(node: fx.Node) -> bool:
+    """`x.dtype`, `x.shape`, `x.size()`, `x.dim()`: a few numbers, not a tensor."""
+    if node.op == "call_method":
+        return node.target in ("size", "dim")
+    return (
+        node.op == "call_function"
+        and node.target is builtins.getattr
+        and len(node.args) > 1
+        and node.args[1] in ("dtype", "shape", "ndim", "device")
+    )
+
+
+def queries(recomputed: frozenset) -> frozenset:
+    """The shape and dtype queries that recomputed nodes take as arguments: the forward
+    keeps them (a few numbers each) for the walk."""
+    return frozenset(
+        item for node in recomputed for item in node.all_input_nodes if _is_query(item)
+    )
 
 
 def attention_scores(
