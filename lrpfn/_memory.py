@@ -16,7 +16,7 @@ whole chain is recomputed from them (one more $q k^\top$ per attention layer) wh
 softmax step first reads $x$; only the softmax output stays from the forward.
 
 A node is recomputed when some backward step reads it, its non-data arguments are
-constants (the forward never drops those), and it is
+constants (the forward never drops those) or dtype and shape queries (kept: `queries`), and it is
 
 - an elementwise pass (kind "pass": ReLU, GELU, casts, dropout in eval, ...), a product or
   a sum with one data operand (a scale, a bias, an additive mask), or a `route` or
