@@ -105,7 +105,7 @@ def _explain(model, x, options, target, output_relevance, keep_all):
 
             result, recorded = torch.func.vmap(walk)(start)
         else:
-            result, recorded = backward(plan, env, output_node, start, keep_all)
+            result, recorded = backward(plan, env, output_node, start, keep_all, owned=True)
         result = _rescaled(result, scale)
         recorded = {name: _rescaled(value, scale) for name, value in recorded.items()}
     if keep_all:

@@ -22,7 +22,7 @@ from ._capture import TRACE_LOCK, capture
 from ._families import HANDLERS, exported
 from ._families.normalization import CONSTANT_STATISTIC_METHODS, CONSTANT_STATISTICS
 from ._handlers import ROUTE, Handler, handler_for, is_tensor_attribute
-from ._memory import recomputed_nodes
+from ._memory import queries, recomputed_nodes
 from .composites import resolve
 from .errors import InvalidRuleError, UnsupportedNodeError
 from .rules import Gradient, is_signal_rule, rule_from_key
@@ -44,8 +44,8 @@ class Plan:
             wherever their output is <= 0.
         backward_uses: how many backward steps read each node's value (the forward keeps
             those values, the walk frees each after its last read).
-        recomputed: elementwise nodes whose value the forward drops and the walk
-            recomputes from their kept input (`lrpfn._memory`).
+        recomputed: nodes whose value the forward drops and the walk recomputes from
+            kept values (elementwise ops, attention scores; `lrpfn._memory`).
         front_end: the capture that made the graph: "fx" (`torch.fx.symbolic_trace`),
             "export" (`torch.export`, specialised to `input_shape`) or "graph" (a
             `GraphModule` passed in).
@@ -140,6 +140,9 @@ def prepare(
         }
         table_of_rules = resolve(gm, node_handlers, rules, default_rule=Gradient())
     uses = _backward_uses(node_handlers, data_inputs)
+    recomputed = recomputed_nodes(node_handlers, data_inputs, uses)
+    for query in queries(recomputed):  # kept for the walk's recomputation, never released
+        uses[query] = uses.get(query, 0) + 1
     return Plan(
         module=gm,
         rules=MappingProxyType(table_of_rules),
@@ -149,7 +152,7 @@ def prepare(
         nonnegative=_nonnegative(gm, node_handlers, data_inputs),
         zero_where_nonpositive=_zero_where_nonpositive(node_handlers, table_of_rules),
         backward_uses=MappingProxyType(uses),
-        recomputed=recomputed_nodes(node_handlers, uses),
+        recomputed=recomputed,
         front_end=captured.front_end,
         input_shape=captured.input_shape,
         output_key=captured.output_key,

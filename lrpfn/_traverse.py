@@ -87,13 +87,23 @@ def _default(node: fx.Node) -> Any:
 
 
 def backward(
-    plan: Plan, env: dict[fx.Node, Any], output_node: fx.Node, initial: Tensor, keep_all: bool
+    plan: Plan,
+    env: dict[fx.Node, Any],
+    output_node: fx.Node,
+    initial: Tensor,
+    keep_all: bool,
+    *,
+    owned: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """Walk the graph in reverse from `initial` (the output relevance).
 
     Returns the input relevance and, with `keep_all`, the relevance of every node reached.
+    With `owned` the caller hands `env` over: the walk deletes each value from it after its
+    last use, so the memory is freed (otherwise the walk works on a copy of the dict, and
+    the caller's dict holds every forward value until the walk ends).
     """
-    env = dict(env)
+    if not owned:
+        env = dict(env)
     uses = dict(plan.backward_uses)
     relevance: dict[fx.Node, Any] = {output_node: initial}
     recorded: dict[str, Any] = {}
@@ -109,7 +119,7 @@ def backward(
         if incoming is not None:
             if keep_all:
                 recorded[node.name] = incoming
-            _step(plan, env, node, incoming, relevance)
+            _step(plan, env, uses, node, incoming, relevance)
         _release(plan, env, uses, node)
     result = recorded.get(placeholder.name, relevance.get(placeholder))
     if result is None:  # no relevance reached the input
@@ -119,11 +129,11 @@ def backward(
     return result, recorded
 
 
-def _step(plan: Plan, env: dict, node: fx.Node, incoming: Any, relevance: dict) -> None:
+def _step(plan: Plan, env: dict, uses: dict, node: fx.Node, incoming: Any, relevance: dict) -> None:
     handler = plan.handlers[node]
     inputs = plan.data_inputs[node]
     step = (
-        _make_step(plan, env, node, incoming)
+        _make_step(plan, env, uses, node, incoming)
         if handler.keeps_inputs
         else Step(node, (), {}, (None,) * len(inputs), None, incoming, None, None, (), (), inputs)
     )
@@ -141,24 +151,30 @@ def _step(plan: Plan, env: dict, node: fx.Node, incoming: Any, relevance: dict) 
             relevance[item] = _accumulate(relevance.get(item), contribution)
 
 
-def _value(plan: Plan, env: dict, node: fx.Node) -> Any:
+def _value(plan: Plan, env: dict, uses: dict, node: fx.Node) -> Any:
     """`env[node]`; a value the forward dropped (`plan.recomputed`) is recomputed from its
-    kept input and held in `env` until its last backward read."""
+    inputs (kept, or recomputed in turn) and held in `env` until its last backward read."""
     if node in env or node not in plan.recomputed:
         return env[node]
-    args = fx.node.map_arg(node.args, env.__getitem__)
-    kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
-    env[node] = value = _node_function(plan, node)(*args, **kwargs)
-    return value
+
+    def value(item: fx.Node) -> Any:
+        return _value(plan, env, uses, item)
+
+    args = fx.node.map_arg(node.args, value)
+    kwargs = fx.node.map_arg(node.kwargs, value)
+    result = _node_function(plan, node)(*args, **kwargs)
+    if uses.get(node, 0) > 0:  # a later step reads it again
+        env[node] = result
+    return result
 
 
-def _make_step(plan: Plan, env: dict, node: fx.Node, incoming: Any) -> Step:
+def _make_step(plan: Plan, env: dict, uses: dict, node: fx.Node, incoming: Any) -> Step:
     inputs = plan.data_inputs[node]
     function = _node_function(plan, node)
     data = set(inputs)
 
     def value(item: fx.Node) -> Any:
-        return _value(plan, env, item)
+        return _value(plan, env, uses, item)
 
     def call(*values: Any) -> Any:
         supply = iter(values)
@@ -171,7 +187,7 @@ def _make_step(plan: Plan, env: dict, node: fx.Node, incoming: Any) -> Step:
         args=fx.node.map_arg(node.args, value),
         kwargs=fx.node.map_arg(node.kwargs, value),
         inputs=tuple(value(item) for item in inputs),
-        output=env.get(node),
+        output=value(node) if plan.handlers[node].needs_output else env.get(node),
         relevance=incoming,
         rule=plan.rules.get(node.name),
         call=call,
