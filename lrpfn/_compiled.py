@@ -1,0 +1,145 @@
+"""The opt-in compiled walk: `lrpfn.prepare(model, rules, compile=True)`.
+
+What is compiled. Given a plan, the walk is static: the same graph, the same rules, the same
+handlers, so for one input signature it is a fixed sequence of tensor ops. It is
+recorded, with `torch.fx.experimental.proxy_tensor.make_fx`, as two flat aten graphs,
+
+- the forward: `x -> (kept values..., output)`, the values `lrpfn._traverse.forward`
+  keeps for the walk (the parameters among them);
+- the walk: `(kept values..., start) -> input relevance`, `lrpfn._traverse.backward` from
+  the rescaled start relevance (for targets of shape `(batch, k)`, the `torch.func.vmap`
+  over the k starts, recorded batched),
+
+and each graph is handed to `torch.compile(graph, backend=backend, dynamic=False)`. The
+start relevance between them (one-hot target times output, its power-of-two rescaling and
+the checks of `target`) runs eagerly with the same code as the plain plan
+(`lrpfn._api`), so both paths explain exactly the same thing.
+
+When it recompiles. Compiled graphs are cached on the plan's `CompiledWalk` (never in
+global state; the model is not touched), keyed by the input's shape, dtype and device and,
+for the walk, the start relevance's shape and dtype (one target per sample, or k). A call
+with a new key records and compiles anew, transparently: the first call at each key pays
+the compile time below, later calls reuse it. `lrpfn.relevances` (every node's relevance)
+runs the plain walk. A backend that fails to compile raises `lrpfn.errors.CompileError`.
+
+Measured costs (`benchmarks/RESULTS_compile.md`, CPU, 2 threads, inductor): see that file
+and docs/reliability.md; in short, compiling takes tens of seconds to minutes per key,
+and the compiled walk's speed-up over the plain plan is modest on CPU, where convolutions
+and their transposes, which inductor leaves to aten, dominate the time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, fx
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from ._capture import TRACE_LOCK
+from ._traverse import backward, forward
+from .errors import CompileError
+
+__all__ = ["CompiledWalk"]
+
+Signature = tuple[Any, ...]
+
+
+def _signature(tensor: Tensor) -> Signature:
+    return (tuple(tensor.shape), tensor.dtype, tensor.device)
+
+
+class CompiledWalk:
+    """The compiled forward and walk of one plan, per input signature.
+
+    Arguments:
+        backend: a `torch.compile` backend: "inductor" (generated C++/Triton code), or
+            "aot_eager" (the same recorded graphs run by aten, no code generation: fast to
+            compile, for checks), or any other registered backend name.
+    """
+
+    def __init__(self, backend: str = "inductor") -> None:
+        if not isinstance(backend, str):
+            raise CompileError(
+                f"compile= takes True or a torch.compile backend name such as 'inductor' or "
+                f"'aot_eager', got {backend!r}."
+            )
+        self.backend = backend
+        self._forwards: dict[Signature, tuple[Callable, list[fx.Node], fx.Node]] = {}
+        self._walks: dict[Signature, Callable] = {}
+
+    def __repr__(self) -> str:
+        return f"CompiledWalk(backend={self.backend!r}, compiled={self.compiled_signatures})"
+
+    @property
+    def compiled_signatures(self) -> int:
+        """How many graphs (forwards and walks) have been compiled so far."""
+        return len(self._forwards) + len(self._walks)
+
+    def explain(self, plan: Any, x: Tensor, target: Any, output_relevance: Any) -> Tensor:
+        """`lrpfn.lrp(plan, x, target=..., output_relevance=...)` through the compiled graphs."""
+        from ._api import _check_output, _initial_relevance, _power_of_two_scale, _rescaled
+
+        with torch.no_grad(), TRACE_LOCK.running():
+            key = _signature(x)
+            if key not in self._forwards:
+                self._forwards[key] = self._compiled_forward(plan, x)
+            compiled_forward, kept, output_node = self._forwards[key]
+            values = list(self._run(compiled_forward, x))
+            output = values.pop()
+            _check_output(output, x, output_relevance)
+            initial = _initial_relevance(output, target, output_relevance)
+            scale = _power_of_two_scale(initial, output.ndim)
+            start = _rescaled(initial, scale.reciprocal())  # exact: scale is a power of two
+            walk_key = (*key, *_signature(start))
+            if walk_key not in self._walks:
+                several = start.ndim == output.ndim + 1
+                walk = _walk_function(plan, kept, output_node, several)
+                self._walks[walk_key] = self._compile(make_fx(walk)(*values, start))
+            result = self._run(self._walks[walk_key], *values, start)
+            return _rescaled(result, scale)
+
+    def _compiled_forward(self, plan: Any, x: Tensor):
+        layout: dict[str, Any] = {}
+
+        def run_forward(x: Tensor) -> tuple[Tensor, ...]:
+            env, output_node = forward(plan, x)
+            kept = [node for node in env if node is not output_node]
+            layout.update(kept=kept, output_node=output_node)  # the same on every call
+            return (*(env[node] for node in kept), env[output_node])
+
+        graph = make_fx(run_forward)(x)  # runs the forward once, recording its ops
+        return self._compile(graph), layout["kept"], layout["output_node"]
+
+    def _compile(self, graph: fx.GraphModule) -> Callable:
+        return torch.compile(graph, backend=self.backend, dynamic=False, fullgraph=True)
+
+    def _run(self, compiled: Callable, *arguments: Tensor) -> Any:
+        try:
+            return compiled(*arguments)
+        except torch._dynamo.exc.BackendCompilerFailed as error:
+            raise CompileError(
+                f"torch.compile with backend {self.backend!r} failed: "
+                f"{type(error.inner_exception).__name__}: {error.inner_exception}\n"
+                "Fix: prepare the plan with compile='aot_eager' (no code generation, no C++ "
+                "compiler needed) or compile=False."
+            ) from error
+
+
+def _walk_function(
+    plan: Any, kept: list[fx.Node], output_node: fx.Node, several: bool
+) -> Callable[..., Tensor]:
+    """`(kept values..., start) -> input relevance`, vmapped over the targets if `several`."""
+
+    def walk_one(values: tuple, start: Tensor) -> Tensor:
+        env = dict(zip(kept, values, strict=True))
+        return backward(plan, env, output_node, start, False)[0]
+
+    def walk(*arguments: Tensor) -> Tensor:
+        *values, start = arguments
+        if several:
+            return torch.func.vmap(lambda one: walk_one(values, one))(start)
+        return walk_one(values, start)
+
+    return walk
