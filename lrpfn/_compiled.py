@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch._dynamo
 from torch import Tensor, fx
 from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -54,16 +55,23 @@ class CompiledWalk:
     """The compiled forward and walk of one plan, per input signature.
 
     Arguments:
-        backend: a `torch.compile` backend: "inductor" (generated C++/Triton code), or
-            "aot_eager" (the same recorded graphs run by aten, no code generation: fast to
-            compile, for checks), or any other registered backend name.
+        backend: a `torch.compile` backend: "inductor" (generated C++ or Triton code),
+            "aot_eager" (the same recorded graphs run by aten, without code generation:
+            quick to compile, for checks), another registered name, or a backend function.
     """
 
-    def __init__(self, backend: str = "inductor") -> None:
-        if not isinstance(backend, str):
+    def __init__(self, backend: str | Callable = "inductor") -> None:
+        if isinstance(backend, str):
+            known = torch._dynamo.list_backends(exclude_tags=())
+            if backend not in known:
+                raise CompileError(
+                    f"compile={backend!r} is not a torch.compile backend. Fix: pass "
+                    f"compile=True (inductor), compile='aot_eager', or one of {known}."
+                )
+        elif not callable(backend):
             raise CompileError(
-                f"compile= takes True or a torch.compile backend name such as 'inductor' or "
-                f"'aot_eager', got {backend!r}."
+                f"compile= takes True, False, a torch.compile backend name such as "
+                f"'inductor' or 'aot_eager', or a backend function; got {backend!r}."
             )
         self.backend = backend
         self._forwards: dict[Signature, tuple[Callable, list[fx.Node], fx.Node]] = {}

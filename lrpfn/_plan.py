@@ -9,7 +9,7 @@ all parametrised nodes without a rule in one `UnassignedRuleError`.
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -92,7 +92,7 @@ def prepare(
     *,
     pattern: Any = None,
     example_input: torch.Tensor | None = None,
-    compile: bool | str = False,
+    compile: bool | str | Callable = False,
 ) -> Plan:
     """Capture `model`, canonicalize it, check every node and resolve `rules`.
 
@@ -111,10 +111,11 @@ def prepare(
             model, `torch.export` captures it at this input's shape (the plan then
             explains inputs of that shape only; `lrpfn.lrp(model, x)` passes its `x`).
         compile: opt in to `torch.compile` of the whole forward and walk: True (backend
-            "inductor") or a backend name such as "aot_eager". The first call at each input
-            shape, dtype and device compiles (seconds to minutes); later calls reuse it.
-            Same results as the plain plan; `lrpfn.relevances` runs the plain walk. See
-            `lrpfn._compiled` and docs/reliability.md for the measured costs.
+            "inductor"), a backend name such as "aot_eager", or a backend function. The
+            first call at each input shape, dtype and device compiles (seconds to
+            minutes); later calls reuse it. Same results as the plain plan;
+            `lrpfn.relevances` runs the plain walk. See `lrpfn._compiled` and
+            docs/reliability.md for the measured costs.
 
     Raises:
         TraceError: neither `torch.fx` nor `torch.export` captures the model.
@@ -171,8 +172,8 @@ def prepare(
     )
 
 
-def _compiled_walk(compile: bool | str) -> CompiledWalk | None:
-    if compile is False:
+def _compiled_walk(compile: bool | str | Callable) -> CompiledWalk | None:
+    if compile is False or compile is None:
         return None
     from ._compiled import CompiledWalk  # imports the walk, which imports this module
 
