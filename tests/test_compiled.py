@@ -131,7 +131,7 @@ def test_compiling_leaves_the_model_untouched():
 
 def test_an_unknown_backend_is_a_named_error_at_prepare():
     model, x = model_and_input(torch.float32)
-    with pytest.raises(CompileError, match="'no_such_backend' is not a torch.compile backend"):
+    with pytest.raises(CompileError, match=r"'no_such_backend' is not a torch\.compile backend"):
         lrpfn.prepare(model, epsilon(), example_input=x, compile="no_such_backend")
     with pytest.raises(CompileError, match="compile= takes True, False"):
         lrpfn.prepare(model, epsilon(), example_input=x, compile=3)
@@ -143,7 +143,7 @@ def test_a_backend_that_fails_to_compile_is_a_named_error_with_the_fix():
 
     model, x = model_and_input(torch.float32)
     _, compiled = plans(model, epsilon, x, backend=failing_backend)
-    with pytest.raises(CompileError, match="no C\\+\\+ compiler(.|\\n)*compile='aot_eager'"):
+    with pytest.raises(CompileError, match=r"(?s)no C\+\+ compiler.*compile='aot_eager'"):
         lrpfn.lrp(compiled, x)
 
 
