@@ -69,9 +69,10 @@ def bench(name: str, batch: int, size: int, rule: str, backend: str, repeats: in
     x = torch.randn(batch, 3, size, size)
     plain = lrpfn.prepare(model, RULES[rule](), example_input=x)
     compiled = lrpfn.prepare(model, RULES[rule](), example_input=x, compile=backend)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), _cpu_seconds()
     fast = lrpfn.lrp(compiled, x)
     compile_seconds = time.perf_counter() - start
+    compile_cpu = _cpu_seconds() - start_cpu
     reference = lrpfn.lrp(plain, x)
     difference = float((fast - reference).abs().max() / reference.abs().max())
 
@@ -100,16 +101,24 @@ def bench(name: str, batch: int, size: int, rule: str, backend: str, repeats: in
         "batch": batch,
         "rules": rule,
         "compile s": compile_seconds,
+        "compile cpu s": compile_cpu,
+        "load": os.getloadavg()[0],
         **{f"{key} s": value for key, value in medians.items()},
         "difference": difference,
     }
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process (all threads) and of its finished child processes."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def table(rows: list[dict]) -> str:
     header = [
-        "model", "batch", "rules", "compile s (first call)", "compiled s", "plain s",
+        "model", "batch", "rules", "compile s (first call)", "compile CPU s", "compiled s", "plain s",
         "gradient s", "plain / compiled", "compiled × gradient", "plain × gradient",
-        "max |R_c - R_p| / max |R_p|",
+        "max |R_c - R_p| / max |R_p|", "load (1 min) after",
     ]  # fmt: skip
     cells = [
         [
@@ -117,6 +126,7 @@ def table(rows: list[dict]) -> str:
             row["batch"],
             row["rules"],
             f"{row['compile s']:.1f}",
+            f"{row['compile cpu s']:.1f}",
             f"{row['compiled s']:.3f}",
             f"{row['plain s']:.3f}",
             f"{row['gradient s']:.3f}",
@@ -124,6 +134,7 @@ def table(rows: list[dict]) -> str:
             f"{row['compiled s'] / row['gradient s']:.2f}",
             f"{row['plain s'] / row['gradient s']:.2f}",
             f"{row['difference']:.1e}",
+            f"{row['load']:.1f}",
         ]
         for row in rows
     ]
@@ -164,7 +175,9 @@ def main(argv: list[str] | None = None) -> None:
         f"Input: batch x 3 x {args.size} x {args.size}, random weights (seed 0), float32; "
         f"median of {args.repeats} interleaved repetitions after one warm-up round.  \n"
         f"Compile s: the first call of the compiled plan (record the forward and the walk, "
-        f"compile both, run them).\n\n{table(rows)}\n"
+        f"compile both, run them), wall-clock; compile CPU s: CPU time of this process and "
+        f"its finished children meanwhile (less sensitive to other jobs on the machine; "
+        f"inductor's live compile workers not counted).\n\n{table(rows)}\n"
     )
     print(text)
     if not args.no_write:
