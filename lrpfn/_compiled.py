@@ -40,7 +40,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from ._capture import TRACE_LOCK
 from ._traverse import backward, forward
-from .errors import CompileError
+from .errors import CompileError, LRPError
 
 __all__ = ["CompiledWalk"]
 
@@ -104,7 +104,7 @@ class CompiledWalk:
             if walk_key not in self._walks:
                 several = start.ndim == output.ndim + 1
                 walk = _walk_function(plan, kept, output_node, several)
-                self._walks[walk_key] = self._compile(make_fx(walk)(*values, start))
+                self._walks[walk_key] = self._compile(_recorded(walk, *values, start))
             result = self._run(self._walks[walk_key], *values, start)
             return _rescaled(result, scale)
 
@@ -117,7 +117,7 @@ class CompiledWalk:
             layout.update(kept=kept, output_node=output_node)  # the same on every call
             return (*(env[node] for node in kept), env[output_node])
 
-        graph = make_fx(run_forward)(x)  # runs the forward once, recording its ops
+        graph = _recorded(run_forward, x)  # runs the forward once, recording its ops
         return self._compile(graph), layout["kept"], layout["output_node"]
 
     def _compile(self, graph: fx.GraphModule) -> Callable:
@@ -133,6 +133,30 @@ class CompiledWalk:
                 "Fix: prepare the plan with compile='aot_eager' (no code generation, no C++ "
                 "compiler needed) or compile=False."
             ) from error
+
+
+def _recorded(function: Callable[..., Any], *arguments: Tensor) -> fx.GraphModule:
+    """`function` recorded as one aten graph by running it once (`make_fx`)."""
+    try:
+        return make_fx(function)(*arguments)
+    except Exception as error:
+        if isinstance(error, LRPError) and not _reads_a_value(error):
+            raise  # e.g. an input that does not fit the model: the plain plan's error
+        raise CompileError(
+            f"the walk could not be recorded as one graph of tensor ops: {error}\nA rule or "
+            "handler branches on tensor values in Python (`bool(t)`, `.item()`). Fix: "
+            "prepare the plan with compile=False, or write that step with tensor ops "
+            "(`torch.where`)."
+        ) from error
+
+
+def _reads_a_value(error: BaseException | None) -> bool:
+    """Whether `error` (or its cause) is make_fx refusing to read a traced tensor's value."""
+    while error is not None:
+        if "value out of a tracing tensor" in str(error):
+            return True
+        error = error.__cause__
+    return False
 
 
 def _walk_function(

@@ -115,7 +115,7 @@ def prepare(
             first call at each input shape, dtype and device compiles (seconds to
             minutes); later calls reuse it. Same results as the plain plan;
             `lrpfn.relevances` runs the plain walk. See `lrpfn._compiled` and
-            docs/reliability.md for the measured costs.
+            docs/design.md for the measured costs.
 
     Raises:
         TraceError: neither `torch.fx` nor `torch.export` captures the model.

@@ -17,7 +17,7 @@ from tiny_models import tiny_cnn
 
 import lrpfn
 from lrpfn import composites, rules
-from lrpfn.errors import CompileError, InvalidTargetError
+from lrpfn.errors import CompileError, InvalidTargetError, NodeFailedError
 
 BACKEND = "aot_eager"
 
@@ -109,11 +109,13 @@ def test_relevances_of_a_compiled_plan_are_the_plain_walks():
         torch.testing.assert_close(found[name], expected[name], rtol=0, atol=0)
 
 
-def test_compiled_plan_checks_targets_like_the_plain_plan():
+def test_compiled_plan_checks_targets_and_inputs_like_the_plain_plan():
     model, x = model_and_input(torch.float32)
     _, compiled = plans(model, epsilon, x)
     with pytest.raises(InvalidTargetError, match="out of range for 3 classes"):
         lrpfn.lrp(compiled, x, target=3)
+    with pytest.raises(NodeFailedError, match="the forward pass failed"):
+        lrpfn.lrp(compiled, torch.randn(2, 4, 8, 8))  # 4 channels for a 3-channel model
 
 
 def test_compiling_leaves_the_model_untouched():
@@ -154,3 +156,15 @@ def test_inductor_compiled_plan_gives_the_plain_plans_relevance_in_float64():
     for target in (None, [[0, 2], [1, 1]]):
         expected = lrpfn.lrp(plain, x, target=target)
         assert_same(lrpfn.lrp(compiled, x, target=target), expected, 1e-12)
+
+
+def test_a_rule_that_branches_on_values_cannot_be_recorded_and_says_so():
+    def branching(layer, activations, relevance):  # runs in the plain walk, not in one graph
+        epsilon = 1e-6 if bool((activations.input >= 0).all()) else 1e-3
+        return rules.Epsilon(epsilon)(layer, activations, relevance)
+
+    model, x = model_and_input(torch.float32)
+    lrpfn.lrp(lrpfn.prepare(model, branching, example_input=x), x)
+    compiled = lrpfn.prepare(model, branching, example_input=x, compile=BACKEND)
+    with pytest.raises(CompileError, match=r"(?s)could not be recorded.*compile=False"):
+        lrpfn.lrp(compiled, x)
