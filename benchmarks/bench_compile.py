@@ -159,15 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     command = shlex.join(["python", "benchmarks/bench_compile.py", *(argv or sys.argv[1:])])
     start_up = backend_start_up(args.backend)
     print(f"{args.backend} start-up: {start_up:.1f} s", file=sys.stderr, flush=True)
-    rows = []
-    for batch in args.batches:
-        for name in args.models:
-            for rule in args.rules:
-                print(f"{name}, batch {batch}, {rule} ...", file=sys.stderr, flush=True)
-                rows.append(bench(name, batch, args.size, rule, args.backend, args.repeats))
-                print(table(rows[-1:]), file=sys.stderr, flush=True)
     cache = "inductor's disk cache kept" if args.keep_cache else "a fresh inductor disk cache"
-    text = (
+    header = (
         f"# The compiled walk: compile time and speed\n\n"
         f"Machine: {machine}.  \nDate: {today()}.  \nCommand: `{command}`.  \n"
         f"Backend: {args.backend!r}, start-up {start_up:.1f} s (a trivial function's first "
@@ -177,11 +170,18 @@ def main(argv: list[str] | None = None) -> None:
         f"Compile s: the first call of the compiled plan (record the forward and the walk, "
         f"compile both, run them), wall-clock; compile CPU s: CPU time of this process and "
         f"its finished children meanwhile (less sensitive to other jobs on the machine; "
-        f"inductor's live compile workers not counted).\n\n{table(rows)}\n"
+        f"inductor's live compile workers not counted).\n\n"
     )
-    print(text)
-    if not args.no_write:
-        args.output.write_text(text)
+    rows = []
+    for batch in args.batches:
+        for name in args.models:
+            for rule in args.rules:
+                print(f"{name}, batch {batch}, {rule} ...", file=sys.stderr, flush=True)
+                rows.append(bench(name, batch, args.size, rule, args.backend, args.repeats))
+                print(table(rows[-1:]), file=sys.stderr, flush=True)
+                if not args.no_write:  # after every row: a run stopped early keeps its rows
+                    args.output.write_text(header + table(rows) + "\n")
+    print(header + table(rows))
 
 
 if __name__ == "__main__":
