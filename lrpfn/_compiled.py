@@ -16,8 +16,9 @@ the checks of `target`) runs eagerly with the same code as the plain plan
 (`lrpfn._api`), so both paths explain exactly the same thing.
 
 When it recompiles. Compiled graphs are cached on the plan's `CompiledWalk` (never in
-global state; the model is not touched), keyed by the input's shape, dtype and device and,
-for the walk, the start relevance's shape and dtype (one target per sample, or k). A call
+global state; the model is not touched), keyed by the plan (a copy made with other rules
+or handlers by `dataclasses.replace` gets its own), the input's shape, dtype and device
+and, for the walk, the start relevance's shape and dtype (one target per sample, or k). A call
 with a new key records and compiles anew, transparently: the first call at each key pays
 the compile time, later calls reuse it. `lrpfn.relevances` (every node's relevance) runs
 the plain walk. Named errors (`lrpfn.errors.CompileError`): an unknown backend name (at
@@ -80,7 +81,7 @@ class CompiledWalk:
                 f"'inductor' or 'aot_eager', or a backend function; got {backend!r}."
             )
         self.backend = backend
-        self._forwards: dict[Signature, tuple[Callable, list[fx.Node], fx.Node]] = {}
+        self._forwards: dict[Signature, tuple[Callable, list[fx.Node], fx.Node, Any]] = {}
         self._walks: dict[Signature, Callable] = {}
 
     def __repr__(self) -> str:
@@ -96,10 +97,10 @@ class CompiledWalk:
         from ._api import _check_output, _initial_relevance, _power_of_two_scale, _rescaled
 
         with torch.no_grad(), TRACE_LOCK.running():
-            key = _signature(x)
+            key = (id(plan), *_signature(x))  # a plan copied with other handlers: its own
             if key not in self._forwards:
                 self._forwards[key] = self._compiled_forward(plan, x)
-            compiled_forward, kept, output_node = self._forwards[key]
+            compiled_forward, kept, output_node, _ = self._forwards[key]
             values = list(self._run(compiled_forward, x))
             output = values.pop()
             _check_output(output, x, output_relevance)
@@ -124,7 +125,8 @@ class CompiledWalk:
             return (*(env[node] for node in kept), env[output_node])
 
         graph = _recorded(run_forward, x)  # runs the forward once, recording its ops
-        return self._compile(graph), layout["kept"], layout["output_node"]
+        # the plan is held so that its id in the key is not reused while the entry lives
+        return self._compile(graph), layout["kept"], layout["output_node"], plan
 
     def _compile(self, graph: fx.GraphModule) -> Callable:
         return torch.compile(graph, backend=self.backend, dynamic=False, fullgraph=True)

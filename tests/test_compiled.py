@@ -10,6 +10,8 @@ aten, so they compile in seconds; one slow test runs inductor's generated code i
 from __future__ import annotations
 
 import copy
+import dataclasses
+from types import MappingProxyType
 
 import pytest
 import torch
@@ -168,3 +170,13 @@ def test_a_rule_that_branches_on_values_cannot_be_recorded_and_says_so():
     compiled = lrpfn.prepare(model, branching, example_input=x, compile=BACKEND)
     with pytest.raises(CompileError, match=r"(?s)could not be recorded.*compile=False"):
         lrpfn.lrp(compiled, x)
+
+
+def test_a_copy_of_a_compiled_plan_with_other_rules_compiles_its_own_walk():
+    model, x = model_and_input(torch.float64)
+    plain, compiled = plans(model, epsilon, x)
+    lrpfn.lrp(compiled, x)
+    other = MappingProxyType({name: rules.Epsilon(0.25) for name in compiled.rules})
+    expected = lrpfn.lrp(dataclasses.replace(plain, rules=other), x)
+    assert not torch.allclose(expected, lrpfn.lrp(plain, x))  # the rules matter here
+    assert_same(lrpfn.lrp(dataclasses.replace(compiled, rules=other), x), expected, 1e-12)
