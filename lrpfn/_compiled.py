@@ -28,8 +28,9 @@ value in Python (`bool(t)`, `.item()`), which one recorded graph cannot hold.
 Measured costs (`benchmarks/RESULTS_compile.md`: inductor, CPU, 2 threads, on a shared
 2-core machine at load 10-16, so the absolute times are inflated and the ratios noisy):
 compiling took 399 s wall-clock (78 s of this process's CPU time) for resnet50 at batch 8,
-315 s (71 s) at batch 1, 89 s (34 s) for vgg16 at batch 1; the compiled plan then ran
-1.47x, 0.80x and 1.25x as fast as the plain plan (medians of 3 interleaved calls). In float32
+315 s (71 s) at batch 1, 172 s (53 s) for vgg16 at batch 8 and 89 s (34 s) at batch 1; the
+compiled plan then ran 1.47x, 0.80x, 1.21x and 1.25x as fast as the plain plan (medians
+of 3 interleaved calls). In float32
 the compiled and the plain relevance differ by rounding that deep networks amplify where
 $z$ is near zero (resnet50: 6.5e-3 of the largest relevance; resnet18 at 64x64: 1.7e-3,
 while each is 8e-4 from the float64 relevance, `benchmarks/compile_precision.py`); in
