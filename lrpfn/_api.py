@@ -86,15 +86,12 @@ def _explain(model, x, options, target, output_relevance, keep_all):
     _check_input(x)
     plan = _as_plan(model, *options, example_input=x)
     _check_shape(plan, x)
+    if plan.compiled is not None and not keep_all:  # prepare(..., compile=True)
+        return plan.compiled.explain(plan, x, target, output_relevance), {}
     with torch.no_grad(), TRACE_LOCK.running():
         env, output_node = forward(plan, x)
         output = env[output_node]
-        if output.ndim < 2 and output_relevance is None:
-            raise InvalidInputError(
-                f"the model output has shape {tuple(output.shape)}, without a batch axis, for "
-                f"x of shape {tuple(x.shape)}: x has probably lost its batch axis. Fix: "
-                "explain a batch, e.g. x[None] for one sample, or pass output_relevance=."
-            )
+        _check_output(output, x, output_relevance)
         initial = _initial_relevance(output, target, output_relevance)
         scale = _power_of_two_scale(initial, output.ndim)
         start = _rescaled(initial, scale.reciprocal())  # exact: scale is a power of two
@@ -112,6 +109,15 @@ def _explain(model, x, options, target, output_relevance, keep_all):
         recorded = _with_aliases(plan, recorded)
         recorded["output"] = initial
     return result, recorded
+
+
+def _check_output(output: Tensor, x: Tensor, output_relevance: Tensor | None) -> None:
+    if output.ndim < 2 and output_relevance is None:
+        raise InvalidInputError(
+            f"the model output has shape {tuple(output.shape)}, without a batch axis, for "
+            f"x of shape {tuple(x.shape)}: x has probably lost its batch axis. Fix: "
+            "explain a batch, e.g. x[None] for one sample, or pass output_relevance=."
+        )
 
 
 def _power_of_two_scale(initial: Tensor, output_ndim: int) -> Tensor:

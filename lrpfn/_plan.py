@@ -9,10 +9,10 @@ all parametrised nodes without a rule in one `UnassignedRuleError`.
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import fx
@@ -26,6 +26,9 @@ from ._memory import queries, recomputed_nodes
 from .composites import resolve
 from .errors import InvalidRuleError, UnsupportedNodeError
 from .rules import Gradient, is_signal_rule, rule_from_key
+
+if TYPE_CHECKING:
+    from ._compiled import CompiledWalk
 
 __all__ = ["Plan", "prepare"]
 
@@ -52,6 +55,8 @@ class Plan:
         input_shape: the input shape an "export" graph is specialised to, else None.
         output_key: "logits" where the model returns a mapping (a dict, a Hugging Face
             `ModelOutput`) and its logits are explained, else None.
+        compiled: the cache of compiled graphs where prepared with `compile=`, else None
+            (`lrpfn._compiled`).
     """
 
     module: fx.GraphModule
@@ -66,6 +71,7 @@ class Plan:
     front_end: str = "fx"
     input_shape: tuple[int, ...] | None = None
     output_key: str | None = None
+    compiled: CompiledWalk | None = None
 
     def __repr__(self) -> str:
         lines = "\n".join(f"  {name}: {rule!r}" for name, rule in self.rules.items())
@@ -74,6 +80,8 @@ class Plan:
             captured += f", input_shape={self.input_shape}"
         if self.output_key is not None:
             captured += f", output_key={self.output_key!r}"
+        if self.compiled is not None:
+            captured += f", compiled={self.compiled.backend!r}"
         return f"Plan({type(self.module).__name__}, {captured}, rules={{\n{lines}\n}})"
 
 
@@ -84,6 +92,7 @@ def prepare(
     *,
     pattern: Any = None,
     example_input: torch.Tensor | None = None,
+    compile: bool | str | Callable = False,
 ) -> Plan:
     """Capture `model`, canonicalize it, check every node and resolve `rules`.
 
@@ -101,6 +110,12 @@ def prepare(
         example_input: an input batch. Where `torch.fx.symbolic_trace` cannot trace the
             model, `torch.export` captures it at this input's shape (the plan then
             explains inputs of that shape only; `lrpfn.lrp(model, x)` passes its `x`).
+        compile: opt in to `torch.compile` of the whole forward and walk: True (backend
+            "inductor"), a backend name such as "aot_eager", or a backend function. The
+            first call at each input shape, dtype and device compiles (seconds to
+            minutes); later calls reuse it. Same results as the plain plan;
+            `lrpfn.relevances` runs the plain walk. See `lrpfn._compiled` and
+            docs/design.md for the measured costs.
 
     Raises:
         TraceError: neither `torch.fx` nor `torch.export` captures the model.
@@ -156,7 +171,16 @@ def prepare(
         front_end=captured.front_end,
         input_shape=captured.input_shape,
         output_key=captured.output_key,
+        compiled=_compiled_walk(compile),
     )
+
+
+def _compiled_walk(compile: bool | str | Callable) -> CompiledWalk | None:
+    if compile is False or compile is None:
+        return None
+    from ._compiled import CompiledWalk  # imports the walk, which imports this module
+
+    return CompiledWalk("inductor" if compile is True else compile)
 
 
 def _data_flow(gm: fx.GraphModule):

@@ -8,6 +8,7 @@ everything the library raises on purpose.
 from __future__ import annotations
 
 __all__ = [
+    "CompileError",
     "InvalidInputError",
     "InvalidRuleError",
     "InvalidTargetError",
@@ -54,3 +55,7 @@ class NodeFailedError(LRPError, RuntimeError):
 
 class TrainingModeError(LRPError, RuntimeError):
     """The model is in training mode, where BatchNorm and Dropout make the explanation random."""
+
+
+class CompileError(LRPError, RuntimeError):
+    """`torch.compile` could not compile the walk of a plan prepared with `compile=`."""
