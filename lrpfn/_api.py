@@ -19,6 +19,7 @@ from ._canonical import FOLDED
 from ._capture import TRACE_LOCK
 from ._handlers import Handler
 from ._plan import Plan, prepare
+from ._several_targets import walk_each_target
 from ._traverse import backward, forward
 from .errors import InvalidInputError, InvalidRuleError, InvalidTargetError
 
@@ -95,12 +96,8 @@ def _explain(model, x, options, target, output_relevance, keep_all):
         initial = _initial_relevance(output, target, output_relevance)
         scale = _power_of_two_scale(initial, output.ndim)
         start = _rescaled(initial, scale.reciprocal())  # exact: scale is a power of two
-        if initial.ndim == output.ndim + 1:  # several targets per sample: one batched walk
-
-            def walk(start: Tensor):
-                return backward(plan, env, output_node, start, keep_all)
-
-            result, recorded = torch.func.vmap(walk)(start)
+        if initial.ndim == output.ndim + 1:  # several targets per sample
+            result, recorded = walk_each_target(plan, env, output_node, start, keep_all)
         else:
             result, recorded = backward(plan, env, output_node, start, keep_all, owned=True)
         result = _rescaled(result, scale)

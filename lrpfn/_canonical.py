@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from . import _attention_passes
+from ._capture import draft_graph_module
 from ._families.normalization import batch_norm_affine, batch_norm_arguments
 from ._ops import channel_affine, padded_convolution
 from .errors import TrainingModeError
@@ -70,12 +71,20 @@ _INPLACE_OPERATORS = {
 }
 
 
-def canonicalize(gm: fx.GraphModule) -> fx.GraphModule:
-    """Return a new, canonical GraphModule for `gm` (see the module docstring)."""
-    graph = fx.Graph()
-    output = graph.graph_copy(gm.graph, {})
-    graph.output(output)
-    new = fx.GraphModule(gm, graph, class_name=type(gm).__name__)
+def canonicalize(gm: fx.GraphModule, *, owned: bool = False) -> fx.GraphModule:
+    """Return a new, canonical GraphModule for `gm` (see the module docstring).
+
+    `owned`: `gm` is a fresh capture no one else holds (lrpfn's own trace), whose graph
+    the passes may edit in place; otherwise they edit a copy. Either way the result is a
+    new GraphModule, and the modules, parameters and buffers of the model are untouched.
+    """
+    if owned:
+        new = gm
+    else:
+        graph = fx.Graph()
+        output = graph.graph_copy(gm.graph, {})
+        graph.output(output)
+        new = draft_graph_module(gm, graph, type(gm).__name__)
     _check_eval_mode(new)
     _out_of_place(new)
     _attention_passes.rewrite_attention(new)  # attention, RMSNorm, gates: ordinary ops
@@ -90,7 +99,18 @@ def canonicalize(gm: fx.GraphModule) -> fx.GraphModule:
 def _modules_of(gm: fx.GraphModule):
     for node in gm.graph.nodes:
         if node.op == "call_module":
-            yield node, gm.get_submodule(node.target)
+            yield node, _submodule(gm, node.target)
+
+
+def _submodule(gm: fx.GraphModule, target: str) -> nn.Module:
+    """`gm.get_submodule(target)` by dictionary look-ups (it is called once per node)."""
+    module = gm
+    try:
+        for part in target.split("."):
+            module = module._modules[part]
+    except KeyError:
+        return gm.get_submodule(target)  # its error names what is missing
+    return module
 
 
 _DROPOUT_FUNCTIONS = {
@@ -150,16 +170,31 @@ def _depends_on_input(gm: fx.GraphModule) -> set[fx.Node]:
 
 
 def _fresh_name(gm: fx.GraphModule, base: str) -> str:
-    index = 0
-    while hasattr(gm, f"{base}{index}"):
+    """An attribute name `base` + a number that `gm` does not use. The search starts at
+    the number of `gm`'s modules and buffers, which every new name increases, so it
+    rarely looks twice (starting at 0 looked n times for the n-th name)."""
+    index = len(gm._modules) + len(gm._buffers)
+    while _taken(gm, f"{base}{index}"):
         index += 1
     return f"{base}{index}"
+
+
+def _taken(gm: fx.GraphModule, name: str) -> bool:
+    """`hasattr(gm, name)` by dictionary look-ups: a miss through `nn.Module.__getattr__`
+    raises and formats an AttributeError, and `_fresh_name` misses once per new name."""
+    return (
+        name in gm.__dict__
+        or name in gm._modules
+        or name in gm._parameters
+        or name in gm._buffers
+        or hasattr(type(gm), name)
+    )
 
 
 def _out_of_place(gm: fx.GraphModule) -> None:
     for node in list(gm.graph.nodes):
         if node.op == "call_module":
-            module = gm.get_submodule(node.target)
+            module = _submodule(gm, node.target)
             if getattr(module, "inplace", False) is True and not list(module.parameters()):
                 replacement = copy.copy(module)  # a new object: the user's module is untouched
                 replacement.inplace = False
@@ -231,7 +266,19 @@ def _replace(gm: fx.GraphModule, old: fx.Node, new: fx.Node) -> None:
 
 
 def _renamed(gm: fx.GraphModule) -> fx.GraphModule:
-    """A copy of `gm` whose replacement nodes carry the names of the nodes they replaced."""
+    """A new GraphModule for `gm`'s graph, its replacement nodes carrying the names of the
+    nodes they replaced.
+
+    The names are set in place where they are unique (the replaced nodes are gone, and
+    fx never hands out a name twice), which saves copying the graph; otherwise the graph
+    is copied and fx's namespace makes them unique (`name_1`).
+    """
+    final = [node.meta.get(_NAME, node.name) for node in gm.graph.nodes]
+    if len(set(final)) == len(final):
+        for node, name in zip(list(gm.graph.nodes), final, strict=True):
+            if node.name != name:
+                node.name = name
+        return fx.GraphModule(gm, gm.graph, class_name=type(gm).__name__)
     graph = fx.Graph()
     values: dict[fx.Node, fx.Node] = {}
     for node in gm.graph.nodes:

@@ -23,6 +23,7 @@ listing both, each with the offending line of the user's code.
 
 from __future__ import annotations
 
+import operator
 import sys
 import threading
 import traceback
@@ -37,7 +38,7 @@ from torch import fx
 
 from .errors import TraceError
 
-__all__ = ["TRACE_LOCK", "Captured", "capture", "unwrap"]
+__all__ = ["TRACE_LOCK", "Captured", "capture", "draft_graph_module", "unwrap"]
 
 
 class _TraceLock:
@@ -158,10 +159,34 @@ def capture(model: torch.nn.Module, example_input: torch.Tensor | None = None) -
     _check_no_proxies(model)
     with _restored(model):  # the caller holds TRACE_LOCK.tracing()
         try:
-            captured = Captured(fx.symbolic_trace(model), "fx")
+            captured = Captured(_symbolic_trace(model), "fx")
         except Exception as fx_error:  # fx raises many types: TraceError, TypeError, ...
             captured = _export_or_raise(model, example_input, fx_error)
     return _checked(captured, model)
+
+
+def _symbolic_trace(model: torch.nn.Module) -> fx.GraphModule:
+    """`torch.fx.symbolic_trace(model)`, its GraphModule's code generated on first use."""
+    tracer = fx.Tracer()
+    graph = tracer.trace(model)
+    return draft_graph_module(tracer.root, graph, type(model).__name__)
+
+
+def draft_graph_module(root: torch.nn.Module, graph: fx.Graph, class_name: str) -> fx.GraphModule:
+    """A GraphModule for a graph `prepare` edits or copies but never runs.
+
+    `fx.GraphModule(root, graph)` generates and compiles the graph's Python code when it
+    is made (`recompile`); torch's `_LazyGraphModule` does that on first use (a call,
+    `.code`, printing, pickling), so it behaves the same. The trace and the graph the
+    canonical passes edit are never run; on mobilenet_v2 the two `recompile`s took about
+    a fifth of `prepare` (benchmarks/bench_lrp.py, prepare seconds). The plan's own
+    GraphModule is an ordinary one.
+    """
+    try:
+        from torch.fx._lazy_graph_module import _LazyGraphModule
+    except ImportError:  # a torch without it: the ordinary GraphModule
+        return fx.GraphModule(root, graph, class_name=class_name)
+    return _LazyGraphModule(root, graph, class_name=class_name)
 
 
 def _export_or_raise(model: torch.nn.Module, x: Any, fx_error: BaseException) -> Captured:
@@ -234,43 +259,62 @@ def _restored(model: torch.nn.Module) -> Iterator[None]:
     """Put every attribute of every module of `model` back as it was on exit.
 
     Rebound or new attributes are reset or removed; dicts, lists and sets held in
-    attributes (caches) get their old contents back, in the same objects.
+    attributes (caches) get their old contents back, in the same objects. Items are
+    compared by identity (values may be tensors); a module whose attributes and
+    containers are as they were (almost all of them) is checked with C-level
+    comparisons only.
     """
-    saved = [
-        (
-            module,
-            dict(module.__dict__),
-            {
-                key: _contents(value)
-                for key, value in module.__dict__.items()
-                if isinstance(value, _CONTAINERS)
-            },
-        )
-        for module in model.modules()
-    ]
+    saved = []
+    for module in model.modules():
+        attributes = module.__dict__.copy()
+        contents = [
+            (value, _copied(value))
+            for value in attributes.values()
+            if isinstance(value, _CONTAINERS)
+        ]
+        saved.append((module, attributes, contents))
     try:
         yield
     finally:
         for module, attributes, contents in saved:
-            current = module.__dict__
-            for key in set(current) - set(attributes):
-                del current[key]
-            for key, value in attributes.items():
-                if current.get(key) is not value:
-                    current[key] = value
-                if key in contents and _contents(value)[0] != contents[key][0]:
-                    _refill(value, contents[key])
+            _put_back(module.__dict__, attributes)
+            for container, old in contents:
+                if not _same_items(container, old):
+                    _refill(container, old)
 
 
-def _contents(container: Any) -> tuple:
-    """The items of a container compared by identity (values may be tensors)."""
+def _put_back(current: dict, attributes: dict) -> None:
+    if current.keys() == attributes.keys() and all(
+        map(operator.is_, current.values(), attributes.values())
+    ):
+        return
+    for key in set(current) - set(attributes):
+        del current[key]
+    for key, value in attributes.items():
+        if current.get(key) is not value:
+            current[key] = value
+
+
+def _copied(container: Any) -> Any:
+    return dict(container) if isinstance(container, dict) else list(container)
+
+
+def _same_items(container: Any, old: Any) -> bool:
+    """The same items (and keys, in order) as `old`, compared by identity."""
+    if len(container) != len(old):
+        return False
+    if not old:
+        return True
     if isinstance(container, dict):
-        return tuple((key, id(value)) for key, value in container.items()), dict(container)
-    return tuple(id(item) for item in container), list(container)
+        return list(container) == list(old) and all(
+            map(operator.is_, container.values(), old.values())
+        )
+    if isinstance(container, set):
+        return {id(item) for item in container} == {id(item) for item in old}
+    return all(map(operator.is_, container, old))
 
 
-def _refill(container: Any, contents: tuple) -> None:
-    old = contents[1]
+def _refill(container: Any, old: Any) -> None:
     container.clear()
     if isinstance(container, dict):
         container.update(old)
@@ -284,15 +328,20 @@ def _check_no_proxies(model: torch.nn.Module) -> None:
     """A proxy left in a module by an earlier trace (not lrpfn's: it restores) is an error."""
     for name, module in model.named_modules():
         for key, value in module.__dict__.items():
-            items = value.values() if isinstance(value, dict) else value
-            values = items if isinstance(value, _CONTAINERS) else (value,)
-            if any(isinstance(item, fx.Proxy) for item in values):
+            if isinstance(value, fx.Proxy) or (
+                isinstance(value, _CONTAINERS) and value and _holds_proxy(value)
+            ):
                 raise TraceError(
                     f"module {name or type(model).__name__!r} ({type(module).__name__}) holds "
                     f"a torch.fx Proxy in its attribute {key!r}, left there by an earlier "
                     "trace; the model's forward would return it. Fix: clear that attribute "
                     "(e.g. a cache dict) or rebuild the model."
                 )
+
+
+def _holds_proxy(container: Any) -> bool:
+    items = container.values() if isinstance(container, dict) else container
+    return any(isinstance(item, fx.Proxy) for item in items)
 
 
 # -- the offending line of a failure ---------------------------------------------------------

@@ -133,7 +133,7 @@ def prepare(
         rules = rule_from_key(rules, pattern=pattern)
     with TRACE_LOCK.tracing():  # fx patches torch.nn.Module process-wide while tracing
         captured = capture(model, example_input)
-        gm = canonicalize(captured.module)
+        gm = canonicalize(captured.module, owned=captured.front_end == "fx")
     data_inputs, positions = _data_flow(gm)
     node_handlers, unsupported = {}, []
     for node in gm.graph.nodes:
