@@ -103,8 +103,8 @@ class CompiledWalk:
             if key not in self._forwards:
                 self._forwards[key] = self._compiled_forward(plan, x)
             compiled_forward, kept, output_node, _ = self._forwards[key]
-            values = list(self._run(compiled_forward, x))
-            output = values.pop()
+            values = list(self._run(compiled_forward, x))  # the output last
+            output = values[-1]
             _check_output(output, x, output_relevance)
             initial = _initial_relevance(output, target, output_relevance)
             scale = _power_of_two_scale(initial, output.ndim)
@@ -122,9 +122,10 @@ class CompiledWalk:
 
         def run_forward(x: Tensor) -> tuple[Tensor, ...]:
             env, output_node = forward(plan, x)
-            kept = [node for node in env if node is not output_node]
+            # the output last: it starts the walk, and its own step reads it (z)
+            kept = [node for node in env if node is not output_node] + [output_node]
             layout.update(kept=kept, output_node=output_node)  # the same on every call
-            return (*(env[node] for node in kept), env[output_node])
+            return tuple(env[node] for node in kept)
 
         graph = _recorded(run_forward, x)  # runs the forward once, recording its ops
         # the plan is held so that its id in the key is not reused while the entry lives

@@ -3,8 +3,10 @@
 Bias-free networks with ReLUs explained with LRP-0 conserve relevance at every step, so:
 
 - the conditional heatmaps of a partition of a node's channels add up to the heatmap of
-  all its channels, which is the unconditional heatmap where every path passes the node
-  (a sequential network, or `exclude_parallel=False`);
+  all its channels; with `exclude_parallel=False` every conditional heatmap also holds
+  the relevance bypassing the node (a residual skip around it: the heatmap of the empty
+  condition), so the g parts add up to the unconditional heatmap plus g - 1 times that
+  bypass (zero in a sequential network);
 - each conditional heatmap sums to its concept's relevance at that node, the node's
   relevance (`lrpfn.relevances`) summed over the concept's channels, when relevance
   bypassing the node is excluded (the default).
@@ -56,7 +58,8 @@ def test_partition_of_channels_sums_to_the_heatmap(case, data) -> None:
 
     kept = concepts.conditional(plan, case.x, None, conditions, exclude_parallel=False)
     assert kept.shape == (groups, *case.x.shape)
-    assert_close64(kept.sum(0), lrpfn.lrp(plan, case.x))
+    bypass = concepts.conditional(plan, case.x, None, [{name: []}], exclude_parallel=False)[0]
+    assert_close64(kept.sum(0) - (groups - 1) * bypass, lrpfn.lrp(plan, case.x))
 
     through = concepts.conditional(plan, case.x, None, conditions)
     everything = concepts.conditional(plan, case.x, None, [{name: list(range(channels))}])
