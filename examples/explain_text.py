@@ -23,7 +23,24 @@ from lrpfn import composites, text
 class _Vocabulary:
     """A stand-in tokenizer for the smoke run: words by index."""
 
-    words = tuple(["the", "a", "capital", "of", "france", "is", "paris", "city", "river", "big", "small", "and", "in", "on"])
+    words = tuple(
+        [
+            "the",
+            "a",
+            "capital",
+            "of",
+            "france",
+            "is",
+            "paris",
+            "city",
+            "river",
+            "big",
+            "small",
+            "and",
+            "in",
+            "on",
+        ]
+    )
 
     def __call__(self, sentence: str) -> torch.Tensor:
         known = {word: index for index, word in enumerate(self.words)}

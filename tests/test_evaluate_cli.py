@@ -138,5 +138,7 @@ def test_rules_piped_into_head_prints_one_line_and_no_traceback(tmp_path):
         text=True, cwd=tmp_path, env=environment, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0
-    assert result.stdout.splitlines() == ["Rule keys (TorchLRP's names, lrpfn's rules; --rules KEY):"]
+    assert result.stdout.splitlines() == [
+        "Rule keys (TorchLRP's names, lrpfn's rules; --rules KEY):"
+    ]
     assert result.stderr == ""
