@@ -112,73 +112,49 @@ class Gamma(LinearRule):
         check_nonnegative(self, "gamma", "stabilizer")
 
     def __call__(self, layer: Layer, activations: Activations, relevance: Tensor) -> Tensor:
-        """The generic step, with exactly-zero terms skipped when the graph allows.
+        r"""The generic step in closed form: one extra forward op and two transposed ops.
 
-        For $a \\ge 0$ the $a^-$ terms vanish and, by linearity in the parameters,
-        $z_{\\uparrow} = z + \\gamma p$ and $z_{\\downarrow} = (1 + \\gamma) z - \\gamma p$ with
-        $p = f(a; W^+, b^+)$, so that
-        $R_{\\text{in}} = a \\odot [f^\\top(s_{\\uparrow} + (1+\\gamma) s_{\\downarrow}; W)
-        + \\gamma f^\\top(s_{\\uparrow} - s_{\\downarrow}; W^+)]$: one extra forward op and two
-        transposed ops. If moreover $R = 0$ wherever $z \\le 0$, $s_{\\downarrow} = 0$ and one
-        transposed op with $W_{\\uparrow}$ suffices.
+        With $W^\pm = (W \pm |W|)/2$ and $a^\pm = (a \pm |a|)/2$ (the same for $b$), every
+        term is bilinear in (input, weight), so with $q = f(|a|; |W|, |b|)$ and $h = \gamma/2$:
+        $$ z_{\uparrow} = (1 + h) z + h q, \qquad z_{\downarrow} = (1 + h) z - h q $$
+        and, as $s_{\uparrow}$ and $s_{\downarrow}$ live where $z > 0$ and $z < 0$, one
+        quotient $s = R / ((1 + h) z + \sigma (h q + \epsilon))$ with $\sigma = \mathrm{sign}(z)$
+        (0 where $z = 0$) gives both:
+        $$ R_{\text{in}} = (1 + h)\, a \odot f^\top(s; W) + h\, |a| \odot f^\top(\sigma s; |W|) $$
+        instead of four forward and four transposed ops (two and two for $a \ge 0$). No
+        cancellation: for a convolution or dense layer $q \ge |z|$, so both terms of the
+        denominator have the sign of $z$. If $a \ge 0$ and $R = 0$ wherever $z \le 0$, only
+        $s_{\uparrow}$ remains and one transposed op with $W + \gamma W^+$ suffices. Other
+        ops (a norm's centering has implicit negative weights) take the generic step.
         """
-        if not activations.input_nonnegative:
-            if isinstance(layer.op, _ABSOLUTE_SPLIT_OPS):
-                return self._mixed_signs(layer, activations, relevance)
+        if not isinstance(layer.op, _ABSOLUTE_SPLIT_OPS):
             return super().__call__(layer, activations, relevance)
         a, z, g, eps = activations.input, activations.output, self.gamma, self.stabilizer
         W, b = layer.weight, layer.bias
-        if activations.zero_where_nonpositive:
+        nonnegative = activations.input_nonnegative
+        if g == 0:  # W_up = W_down = W: LRP-0 (epsilon) with the masks
+            s = stabilized_divide(relevance, z, eps).masked_fill_(z == 0, 0)
+            return layer.transpose(s, a, W).mul_(a)
+        if nonnegative and activations.zero_where_nonpositive:
             W_up = W + g * W.clamp(min=0)
             b_up = None if b is None else b + g * b.clamp(min=0)
             s = stabilized_divide(relevance, layer.forward(a, W_up, b_up), eps)
             return layer.transpose(s, a, W_up).mul_(a)
-        # the same operations on the same values as the formulas above, written into the
-        # fresh buffers the ops return (no allocation for a product that has an owner)
-        W_pos = W.clamp(min=0)
-        gp = layer.forward(a, W_pos, _positive(b)).mul_(g)  # g p
-        s_up = stabilized_divide(relevance, z + gp, eps).mul_(z > 0)
-        s_down = stabilized_divide(relevance, z.mul(1 + g).sub_(gp), eps).mul_(z < 0)
-        del gp
-        c = layer.transpose(s_down.mul(1 + g).add_(s_up), a, W)
-        c_pos = layer.transpose(s_up.sub_(s_down), a, W_pos)
-        return c.add_(c_pos.mul_(g)).mul_(a)
-
-    def _mixed_signs(self, layer: Layer, activations: Activations, relevance: Tensor) -> Tensor:
-        r"""The rule for inputs of both signs with one extra forward and two transposed ops.
-
-        With $W^\pm = (W \pm |W|)/2$ and $a^\pm = (a \pm |a|)/2$ (the same for $b$), every
-        term is bilinear in (input, weight), so with $q = f(|a|; |W|, |b|)$:
-        $$ z_{\uparrow} = z + \tfrac{\gamma}{2}(z + q), \qquad
-           z_{\downarrow} = (1 + \gamma) z - \tfrac{\gamma}{2}(z + q) $$
-        $$ R_{\text{in}} = (1 + \tfrac{\gamma}{2})\, a \odot f^\top(s_{\uparrow} + s_{\downarrow}; W)
-           + \tfrac{\gamma}{2} |a| \odot f^\top(s_{\uparrow} - s_{\downarrow}; |W|) $$
-        instead of four forward and four transposed ops. No cancellation: for a convolution
-        or dense layer $q \ge |z|$, so both terms of $z_{\uparrow}$ are $\ge 0$ where
-        $z > 0$ and both of $z_{\downarrow}$ are $\le 0$ where $z < 0$; $s_{\uparrow}$ and
-        $s_{\downarrow}$ have disjoint supports, so $|s_{\uparrow} \pm s_{\downarrow}|$ is
-        their sum. If $R = 0$ wherever $z \le 0$, $s_{\downarrow} = 0$.
-        """
-        a, z, g, eps = activations.input, activations.output, self.gamma, self.stabilizer
-        W, b = layer.weight, layer.bias
-        if g == 0:  # W_up = W_down = W: LRP-0 (epsilon) with the masks
-            s = stabilized_divide(relevance, z, eps).mul_(z != 0)
-            return layer.transpose(s, a, W).mul_(a)
-        a_abs, W_abs = a.abs(), W.abs()
-        half = g / 2
-        t = layer.forward(a_abs, W_abs, None if b is None else b.abs()).add_(z)  # z + q
-        s_up = stabilized_divide(relevance, t.mul(half).add_(z), eps).mul_(z > 0)
-        if activations.zero_where_nonpositive:  # s_down = 0
-            del t
-            c_abs = layer.transpose(s_up.mul(half), a, W_abs)
-            c = layer.transpose(s_up.mul_(1 + half), a, W)
-        else:
-            s_down = stabilized_divide(relevance, z.mul(1 + g).sub_(t.mul_(half)), eps)
-            s_down.mul_(z < 0)
-            del t
-            c_abs = layer.transpose(s_up.sub(s_down).mul_(half), a, W_abs)
-            c = layer.transpose(s_up.add_(s_down).mul_(1 + half), a, W)
-        return c.mul_(a).add_(c_abs.mul_(a_abs))
+        # divided by 1 + h: s' = (1 + h) s = R / (z + k sigma (q + eps / h)), k = h / (1 + h)
+        h = g / 2
+        k = h / (1 + h)
+        a_abs, W_abs = (a if nonnegative else a.abs()), W.abs()
+        q = layer.forward(a_abs, W_abs, None if b is None else b.abs())
+        k_tensor = torch.full((), k, dtype=z.dtype, device=z.device)
+        k_sign = torch.where(z >= 0, k_tensor, -k_tensor)  # k sigma, sigma(0) = +1
+        s = relevance / q.add_(eps / h).mul_(k_sign).add_(z)
+        del q
+        s.masked_fill_(z == 0, 0)
+        c = layer.transpose(s, a, W)
+        c_abs = layer.transpose(s.mul_(k_sign), a, W_abs)  # k sigma s'
+        if nonnegative:
+            return c.add_(c_abs).mul_(a)
+        return c.mul_(a).addcmul_(c_abs, a_abs)
 
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         W, b, g = layer.weight, layer.bias, self.gamma
