@@ -155,7 +155,7 @@ class Gamma(LinearRule):
         c_abs = layer.transpose(s.mul_(k_sign), a, W_abs)  # k sigma s'
         if nonnegative:
             return c.add_(c_abs).mul_(a)
-        return c.mul_(a).addcmul_(c_abs, a_abs)
+        return c.mul_(a).add_(c_abs.mul_(a_abs))
 
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         W, b, g = layer.weight, layer.bias, self.gamma
@@ -213,7 +213,7 @@ def _alpha_beta(
         if mixed:
             c_neg.add_(layer.transpose(s, a, W_pos))
     del s
-    return c_pos.mul_(a_pos).addcmul_(c_neg, a_neg) if mixed else c_pos.mul_(a)
+    return c_pos.mul_(a_pos).add_(c_neg.mul_(a_neg)) if mixed else c_pos.mul_(a)
 
 
 def _alpha_beta_groups(
