@@ -150,7 +150,8 @@ class Gamma(LinearRule):
         k_sign = torch.where(z >= 0, k_tensor, -k_tensor)  # k sigma, sigma(0) = +1
         s = relevance / q.add_(eps / h).mul_(k_sign).add_(z)
         del q
-        s.masked_fill_(z == 0, 0)
+        if not (activations.zero_where_nonpositive and eps > 0):  # else s = R = 0 at z = 0
+            s.masked_fill_(z == 0, 0)
         c = layer.transpose(s, a, W)
         c_abs = layer.transpose(s.mul_(k_sign), a, W_abs)  # k sigma s'
         if nonnegative:
@@ -184,7 +185,7 @@ def _alpha_beta(
     both signs, two and two for $a \ge 0$; fewer would need $z^- = z - z^+$ or
     $W^\pm = (W \pm |W|)/2$, which cancel catastrophically where one part is tiny):
     $z^+ \ge 0$ is a sum of non-negative products, so $\mathrm{st}(z^+) = z^+ + \epsilon$,
-    and each quotient is scaled in place.
+    and the scales $\alpha$, $-\beta$ multiply the weights of the transposed ops.
     """
     a, W = activations.input, layer.weight
     b = None if ignore_bias else layer.bias
@@ -202,16 +203,15 @@ def _alpha_beta(
     else:
         s = stabilized_divide(relevance, z_pos, 0.0)
     del z_pos
-    if alpha != 1.0:
-        s.mul_(alpha)
-    c_pos = layer.transpose(s, a, W_pos)
-    c_neg = layer.transpose(s, a, W_neg) if mixed else None
+    # the scales alpha and -beta go on the (small) weights of the transposed ops
+    scaled_pos, scaled_neg = (W_pos, W_neg) if alpha == 1.0 else (alpha * W_pos, alpha * W_neg)
+    c_pos = layer.transpose(s, a, scaled_pos)
+    c_neg = layer.transpose(s, a, scaled_neg) if mixed else None
     if beta != 0:
         s = stabilized_divide(relevance, part(W_neg, _negative(b), W_pos), stabilizer)
-        s.mul_(-float(beta))
-        c_pos.add_(layer.transpose(s, a, W_neg))
+        c_pos.add_(layer.transpose(s, a, -float(beta) * W_neg))
         if mixed:
-            c_neg.add_(layer.transpose(s, a, W_pos))
+            c_neg.add_(layer.transpose(s, a, -float(beta) * W_pos))
     del s
     return c_pos.mul_(a_pos).add_(c_neg.mul_(a_neg)) if mixed else c_pos.mul_(a)
 
