@@ -122,7 +122,7 @@ class Gamma(LinearRule):
         quotient $s = R / ((1 + h) z + \sigma (h q + \epsilon))$ with $\sigma = \mathrm{sign}(z)$
         (0 where $z = 0$) gives both:
         $$ R_{\text{in}} = (1 + h)\, a \odot f^\top(s; W) + h\, |a| \odot f^\top(\sigma s; |W|) $$
-        instead of four forward and four transposed ops (two and two for $a \ge 0$). No
+        instead of four forward and four transposed ops (for $a \ge 0$, $|a| = a$). No
         cancellation: for a convolution or dense layer $q \ge |z|$, so both terms of the
         denominator have the sign of $z$. If $a \ge 0$ and $R = 0$ wherever $z \le 0$, only
         $s_{\uparrow}$ remains and one transposed op with $W + \gamma W^+$ suffices. Other
