@@ -16,10 +16,16 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidRuleError
-from ..layers import Layer
+from ..layers import Convolution, Dense, Layer
 from ._base import Activations, Group, LinearRule, Term, check_nonnegative, stabilized_divide
 
 __all__ = ["AlphaBeta", "Epsilon", "Flat", "Gamma", "Gradient", "Pass", "WSquare", "ZBox", "ZPlus"]
+
+
+# ops whose map is W itself (no implicit negative weights such as a norm's centering): the
+# sign-split rules compute them in closed form (Gamma relies on |f(a; W)| <= f(|a|; |W|),
+# AlphaBeta on f(a+; W+) >= 0); other ops take the generic step
+_CONV_OR_DENSE = (Convolution, Dense)
 
 
 def _positive(t: Tensor | None) -> Tensor | None:
@@ -107,35 +113,50 @@ class Gamma(LinearRule):
         check_nonnegative(self, "gamma", "stabilizer")
 
     def __call__(self, layer: Layer, activations: Activations, relevance: Tensor) -> Tensor:
-        """The generic step, with exactly-zero terms skipped when the graph allows.
+        r"""The generic step in closed form: one extra forward op and two transposed ops.
 
-        For $a \\ge 0$ the $a^-$ terms vanish and, by linearity in the parameters,
-        $z_{\\uparrow} = z + \\gamma p$ and $z_{\\downarrow} = (1 + \\gamma) z - \\gamma p$ with
-        $p = f(a; W^+, b^+)$, so that
-        $R_{\\text{in}} = a \\odot [f^\\top(s_{\\uparrow} + (1+\\gamma) s_{\\downarrow}; W)
-        + \\gamma f^\\top(s_{\\uparrow} - s_{\\downarrow}; W^+)]$: one extra forward op and two
-        transposed ops. If moreover $R = 0$ wherever $z \\le 0$, $s_{\\downarrow} = 0$ and one
-        transposed op with $W_{\\uparrow}$ suffices.
+        With $W^\pm = (W \pm |W|)/2$ and $a^\pm = (a \pm |a|)/2$ (the same for $b$), every
+        term is bilinear in (input, weight), so with $q = f(|a|; |W|, |b|)$ and $h = \gamma/2$:
+        $$ z_{\uparrow} = (1 + h) z + h q, \qquad z_{\downarrow} = (1 + h) z - h q $$
+        and, as $s_{\uparrow}$ and $s_{\downarrow}$ live where $z > 0$ and $z < 0$, one
+        quotient $s = R / ((1 + h) z + \sigma (h q + \epsilon))$ with $\sigma = \mathrm{sign}(z)$
+        (0 where $z = 0$) gives both:
+        $$ R_{\text{in}} = (1 + h)\, a \odot f^\top(s; W) + h\, |a| \odot f^\top(\sigma s; |W|) $$
+        instead of four forward and four transposed ops (for $a \ge 0$, $|a| = a$). No
+        cancellation: for a convolution or dense layer $q \ge |z|$, so both terms of the
+        denominator have the sign of $z$. If $a \ge 0$ and $R = 0$ wherever $z \le 0$, only
+        $s_{\uparrow}$ remains and one transposed op with $W + \gamma W^+$ suffices. Other
+        ops (a norm's centering has implicit negative weights) take the generic step.
         """
-        if not activations.input_nonnegative:
+        if not isinstance(layer.op, _CONV_OR_DENSE):
             return super().__call__(layer, activations, relevance)
         a, z, g, eps = activations.input, activations.output, self.gamma, self.stabilizer
         W, b = layer.weight, layer.bias
-        if activations.zero_where_nonpositive:
+        nonnegative = activations.input_nonnegative
+        if g == 0:  # W_up = W_down = W: LRP-0 (epsilon) with the masks
+            s = stabilized_divide(relevance, z, eps).masked_fill_(z == 0, 0)
+            return layer.transpose(s, a, W).mul_(a)
+        if nonnegative and activations.zero_where_nonpositive:
             W_up = W + g * W.clamp(min=0)
             b_up = None if b is None else b + g * b.clamp(min=0)
             s = stabilized_divide(relevance, layer.forward(a, W_up, b_up), eps)
             return layer.transpose(s, a, W_up).mul_(a)
-        # the same operations on the same values as the formulas above, written into the
-        # fresh buffers the ops return (no allocation for a product that has an owner)
-        W_pos = W.clamp(min=0)
-        gp = layer.forward(a, W_pos, _positive(b)).mul_(g)  # g p
-        s_up = stabilized_divide(relevance, z + gp, eps).mul_(z > 0)
-        s_down = stabilized_divide(relevance, z.mul(1 + g).sub_(gp), eps).mul_(z < 0)
-        del gp
-        c = layer.transpose(s_down.mul(1 + g).add_(s_up), a, W)
-        c_pos = layer.transpose(s_up.sub_(s_down), a, W_pos)
-        return c.add_(c_pos.mul_(g)).mul_(a)
+        # divided by 1 + h: s' = (1 + h) s = R / (z + k sigma (q + eps / h)), k = h / (1 + h)
+        h = g / 2
+        k = h / (1 + h)
+        a_abs, W_abs = (a if nonnegative else a.abs()), W.abs()
+        q = layer.forward(a_abs, W_abs, None if b is None else b.abs())
+        k_tensor = torch.full((), k, dtype=z.dtype, device=z.device)
+        k_sign = torch.where(z >= 0, k_tensor, -k_tensor)  # k sigma, sigma(0) = +1
+        s = relevance / q.add_(eps / h).mul_(k_sign).add_(z)
+        del q
+        if not (activations.zero_where_nonpositive and eps > 0):  # else s = R = 0 at z = 0
+            s.masked_fill_(z == 0, 0)
+        c = layer.transpose(s, a, W)
+        c_abs = layer.transpose(s.mul_(k_sign), a, W_abs)  # k sigma s'
+        if nonnegative:
+            return c.add_(c_abs).mul_(a)
+        return c.mul_(a).add_(c_abs.mul_(a_abs))
 
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         W, b, g = layer.weight, layer.bias, self.gamma
@@ -147,6 +168,52 @@ class Gamma(LinearRule):
             Group(_split_terms(a, nonneg, (W_up, b_up), (W_down, None)), mask=z > 0),
             Group(_split_terms(a, nonneg, (W_down, b_down), (W_up, None)), mask=z < 0),
         )
+
+
+def _alpha_beta(
+    layer: Layer,
+    activations: Activations,
+    relevance: Tensor,
+    alpha: float,
+    beta: float,
+    stabilizer: float,
+    ignore_bias: bool,
+) -> Tensor:
+    r"""The terms of `_alpha_beta_groups`, computed with fewer elementwise passes.
+
+    The same forward and transposed ops on the same values (four and four for inputs of
+    both signs, two and two for $a \ge 0$; fewer would need $z^- = z - z^+$ or
+    $W^\pm = (W \pm |W|)/2$, which cancel catastrophically where one part is tiny):
+    $z^+ \ge 0$ is a sum of non-negative products, so $\mathrm{st}(z^+) = z^+ + \epsilon$,
+    and the scales $\alpha$, $-\beta$ multiply the weights of the transposed ops.
+    """
+    a, W = activations.input, layer.weight
+    b = None if ignore_bias else layer.bias
+    W_pos, W_neg = W.clamp(min=0), W.clamp(max=0)
+    mixed = not activations.input_nonnegative
+    a_pos, a_neg = (a.clamp(min=0), a.clamp(max=0)) if mixed else (a, None)
+
+    def part(W_same: Tensor, b_same: Tensor | None, W_other: Tensor) -> Tensor:
+        z = layer.forward(a_pos, W_same, b_same)  # f(a+; W_same, b_same) + f(a-; W_other)
+        return z.add_(layer.forward(a_neg, W_other, None)) if mixed else z
+
+    z_pos = part(W_pos, _positive(b), W_neg)
+    if stabilizer > 0:
+        s = torch.div(relevance, z_pos.add_(stabilizer))
+    else:
+        s = stabilized_divide(relevance, z_pos, 0.0)
+    del z_pos
+    # the scales alpha and -beta go on the (small) weights of the transposed ops
+    scaled_pos, scaled_neg = (W_pos, W_neg) if alpha == 1.0 else (alpha * W_pos, alpha * W_neg)
+    c_pos = layer.transpose(s, a, scaled_pos)
+    c_neg = layer.transpose(s, a, scaled_neg) if mixed else None
+    if beta != 0:
+        s = stabilized_divide(relevance, part(W_neg, _negative(b), W_pos), stabilizer)
+        c_pos.add_(layer.transpose(s, a, -float(beta) * W_neg))
+        if mixed:
+            c_neg.add_(layer.transpose(s, a, -float(beta) * W_pos))
+    del s
+    return c_pos.mul_(a_pos).add_(c_neg.mul_(a_neg)) if mixed else c_pos.mul_(a)
 
 
 def _alpha_beta_groups(
@@ -203,6 +270,13 @@ class AlphaBeta(LinearRule):
                 f"{self.alpha!r}, beta={self.beta!r}. Use e.g. AlphaBeta(alpha=2, beta=1)."
             )
 
+    def __call__(self, layer: Layer, activations: Activations, relevance: Tensor) -> Tensor:
+        if not isinstance(layer.op, _CONV_OR_DENSE):
+            return super().__call__(layer, activations, relevance)
+        return _alpha_beta(
+            layer, activations, relevance, self.alpha, self.beta, self.stabilizer, self.ignore_bias
+        )
+
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         return _alpha_beta_groups(layer, activations, self.alpha, self.beta, self.ignore_bias)
 
@@ -230,6 +304,13 @@ class ZPlus(LinearRule):
 
     def __post_init__(self) -> None:
         check_nonnegative(self, "stabilizer")
+
+    def __call__(self, layer: Layer, activations: Activations, relevance: Tensor) -> Tensor:
+        if not isinstance(layer.op, _CONV_OR_DENSE):
+            return super().__call__(layer, activations, relevance)
+        return _alpha_beta(
+            layer, activations, relevance, 1.0, 0.0, self.stabilizer, self.ignore_bias
+        )
 
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         return _alpha_beta_groups(layer, activations, 1.0, 0.0, self.ignore_bias)
