@@ -105,7 +105,8 @@ def _explain(model, x, options, target, output_relevance, keep_all):
 
             result, recorded = torch.func.vmap(walk)(start)
         else:
-            result, recorded = backward(plan, env, output_node, start, keep_all)
+            # the walk takes the forward's values over and frees each after its last use
+            result, recorded = backward(plan, env, output_node, start, keep_all, consume=True)
         result = _rescaled(result, scale)
         recorded = {name: _rescaled(value, scale) for name, value in recorded.items()}
     if keep_all:

@@ -16,7 +16,7 @@ from torch import nn
 
 import lrpfn
 from lrpfn import composites, rules
-from lrpfn._traverse import forward
+from lrpfn._traverse import backward, forward
 
 
 class Residual(nn.Module):
@@ -78,3 +78,21 @@ def test_recomputing_activations_gives_exactly_the_kept_activations_result(mappi
     assert torch.equal(
         lrpfn.lrp(plan, x, target=several), lrpfn.lrp(keeping_all, x, target=several)
     )
+
+
+def test_a_consuming_walk_frees_every_kept_value_and_gives_the_copying_walks_result():
+    torch.manual_seed(0)
+    model = Residual().eval().double()
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    plan = lrpfn.prepare(model, rules.Epsilon(1e-6))
+    with torch.no_grad():
+        env, output_node = forward(plan, x)
+        start = torch.zeros_like(env[output_node]).scatter_(1, torch.tensor([[0], [2], [1]]), 1.0)
+        kept = dict(env)
+        assert set(kept) & set(plan.backward_uses)
+        copied, _ = backward(plan, env, output_node, start, False)
+        assert env == kept  # the copying walk leaves the caller's values alone
+        consumed, _ = backward(plan, env, output_node, start, False, consume=True)
+    assert torch.equal(consumed, copied)
+    # every value some backward step reads is gone once its last reader has run
+    assert not set(env) & set(plan.backward_uses)
