@@ -149,7 +149,7 @@ def prepare(
         nonnegative=_nonnegative(gm, node_handlers, data_inputs),
         zero_where_nonpositive=_zero_where_nonpositive(node_handlers, table_of_rules),
         backward_uses=MappingProxyType(uses),
-        recomputed=recomputed_nodes(node_handlers, uses),
+        recomputed=recomputed_nodes(node_handlers, uses, data_inputs),
         front_end=captured.front_end,
         input_shape=captured.input_shape,
         output_key=captured.output_key,

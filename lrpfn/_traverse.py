@@ -154,11 +154,16 @@ def _step(plan: Plan, env: dict, node: fx.Node, incoming: Any, relevance: dict) 
 
 def _value(plan: Plan, env: dict, node: fx.Node) -> Any:
     """`env[node]`; a value the forward dropped (`plan.recomputed`) is recomputed from its
-    kept input and held in `env` until its last backward read."""
+    inputs (themselves recomputed if dropped) and held in `env` until its last backward
+    read."""
     if node in env or node not in plan.recomputed:
         return env[node]
-    args = fx.node.map_arg(node.args, env.__getitem__)
-    kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
+
+    def value(item: fx.Node) -> Any:
+        return _value(plan, env, item)
+
+    args = fx.node.map_arg(node.args, value)
+    kwargs = fx.node.map_arg(node.kwargs, value)
     env[node] = value = _node_function(plan, node)(*args, **kwargs)
     return value
 
