@@ -78,3 +78,39 @@ def test_recomputing_activations_gives_exactly_the_kept_activations_result(mappi
     assert torch.equal(
         lrpfn.lrp(plan, x, target=several), lrpfn.lrp(keeping_all, x, target=several)
     )
+
+
+class LayerScale(nn.Module):
+    """ConvNeXt-like: conv, a per-channel scale (a parameter), an identity, plus the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.gamma = nn.Parameter(torch.rand(3, 1, 1) + 0.5)
+        self.drop = nn.Dropout(0.1)
+        self.head = nn.Linear(3 * 6 * 6, 4)
+
+    def forward(self, x):
+        return self.head((x + self.drop(self.gamma * self.conv(x))).flatten(1))
+
+
+@pytest.mark.parametrize(
+    "mapping",
+    [rules.Epsilon(1e-6), composites.epsilon_gamma_box(low=-3.0, high=3.0)],
+    ids=["epsilon", "epsilon_gamma_box"],
+)
+def test_a_constant_scale_is_recomputed_and_gives_exactly_the_kept_result(mapping):
+    torch.manual_seed(0)
+    model = LayerScale().eval().double()
+    x = torch.randn(3, 3, 6, 6, dtype=torch.float64)
+    plan = lrpfn.prepare(model, mapping)
+    # the scale's own step reads only its input's shape; the sum reads the scaled value
+    # (through the dropout), which the walk recomputes from the kept conv output
+    assert {"mul", "drop"} <= _names(plan.recomputed)
+    env, _ = forward(plan, x)
+    assert not {"mul", "drop"} & _names(env) and "conv" in _names(env)
+    keeping_all = dataclasses.replace(plan, recomputed=frozenset())
+    for target in (torch.tensor([0, 3, 1]), torch.tensor([[0, 1], [3, 2], [1, 0]])):
+        assert torch.equal(
+            lrpfn.lrp(plan, x, target=target), lrpfn.lrp(keeping_all, x, target=target)
+        )
