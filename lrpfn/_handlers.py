@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .layers import ChannelAffine, Convolution, Dense, Layer, LinearFunction, Normalization, Sum
 from .rules._base import Activations, stabilized_divide
@@ -102,8 +103,47 @@ def _pass(step: Step) -> tuple:
 
 
 def _route(step: Step) -> tuple:
-    _, vjp = torch.func.vjp(step.call, *step.inputs)
-    return vjp(step.relevance)
+    if isinstance(step.relevance, Tensor) and all(map(_moves, step.inputs)):
+        _, vjp = torch.func.vjp(step.call, *step.inputs)
+        return vjp(step.relevance)
+    return _route_parts(step)
+
+
+def _moves(value: Any) -> bool:
+    """A floating-point tensor: the part of a value relevance can flow through."""
+    return isinstance(value, Tensor) and value.is_floating_point()
+
+
+def _route_parts(step: Step) -> tuple:
+    """A route whose inputs or output hold parts that carry no relevance: tuples with
+    integer tensors, such as `max_pool2d(..., return_indices=True)`'s `(values, indices)`
+    and the `getitem` that takes the values out. The integer parts are constants, relevance
+    moves between the floating-point tensors by the same vector-Jacobian product, and a
+    tuple's part that received no relevance (None) takes none."""
+    leaves, spec = tree_flatten(step.inputs)
+    moving = [index for index, leaf in enumerate(leaves) if _moves(leaf)]
+
+    output_moves: list[bool] = []
+
+    def call(*values: Tensor) -> tuple:
+        full = list(leaves)
+        for index, value in zip(moving, values, strict=True):
+            full[index] = value
+        parts = tree_flatten(step.call(*tree_unflatten(full, spec)))[0]
+        output_moves[:] = map(_moves, parts)
+        return tuple(filter(_moves, parts))
+
+    outputs, vjp = torch.func.vjp(call, *(leaves[index] for index in moving))
+    arriving = tree_flatten(step.relevance)[0]
+    relevance = [value for value, moves in zip(arriving, output_moves, strict=True) if moves]
+    relevance = [
+        torch.zeros_like(output) if value is None else value
+        for value, output in zip(relevance, outputs, strict=True)
+    ]
+    contributions: list[Any] = [None] * len(leaves)
+    for index, value in zip(moving, vjp(tuple(relevance)), strict=True):
+        contributions[index] = value
+    return tuple(tree_unflatten(contributions, spec))
 
 
 def _concatenate(step: Step) -> tuple:

@@ -201,6 +201,8 @@ def _make_step(plan: Plan, env: dict, uses: dict, node: fx.Node, incoming: Any) 
 def _accumulate(total: Any, contribution: Any) -> Any:
     if total is None:
         return contribution
+    if contribution is None:  # a part of a tuple that took no relevance
+        return total
     if isinstance(total, Tensor):
         return total + contribution
     return type(total)(_accumulate(a, b) for a, b in zip(total, contribution, strict=True))

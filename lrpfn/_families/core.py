@@ -90,6 +90,12 @@ _ROUTE_FUNCTIONS = (
     F.adaptive_max_pool1d,
     F.adaptive_max_pool2d,
     F.adaptive_max_pool3d,
+    F.max_pool1d_with_indices,  # `return_indices=True` dispatches to these: (values, indices)
+    F.max_pool2d_with_indices,
+    F.max_pool3d_with_indices,
+    F.adaptive_max_pool1d_with_indices,
+    F.adaptive_max_pool2d_with_indices,
+    F.adaptive_max_pool3d_with_indices,
     torch.unbind,
     F.pixel_shuffle,
     F.pixel_unshuffle,
