@@ -302,9 +302,10 @@ def relevance_ratio(relevance: object, case: Case) -> str:
 
 
 def bench_model(
-    setting: Setting, repeats: int, memory: bool, names: list[str]
+    setting: Setting, repeats: int, memory: bool, names: list[str], warm: bool = False
 ) -> tuple[list[dict], dict]:
-    """The table rows of one model at one batch size and lrpfn's prepare seconds."""
+    """The table rows of one model at one batch size and lrpfn's prepare seconds (`warm`:
+    peak memory of a second call, see `common.peak_memory_mib`)."""
     methods, rows = {}, {}
     with ExitStack() as stack:
         case = build(setting, stack)
@@ -331,7 +332,9 @@ def bench_model(
         rows[name]["x gradient"] = seconds / medians["gradient"]
     for name in [name for name in MEMORY_METHODS if name in methods] if memory else ():
         try:
-            rows[name]["MiB"] = peak_memory_mib(make_method, setting, name, device=setting.device)
+            rows[name]["MiB"] = peak_memory_mib(
+                make_method, setting, name, device=setting.device, warm=warm
+            )
         except Exception as error:
             rows[name]["note"] += f" memory: {_first_line(error)}"
     return list(rows.values()), prepared
@@ -439,6 +442,10 @@ def main(argv: list[str] | None = None) -> None:
         "--methods", nargs="+", choices=list(METHODS), metavar="METHOD",
         help="a subset of the methods (the gradient is always included: ratios need it)",
     )  # fmt: skip
+    parser.add_argument(
+        "--warm-memory", action="store_true",
+        help="peak memory of a second call (one-time loads of a process not counted)",
+    )  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--output", type=Path, help="default benchmarks/RESULTS[_cuda].md")
     args = parser.parse_args(argv)
@@ -461,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
     for done, (name, batch) in enumerate(settings, 1):
         setting = Setting(name, batch, size, args.device, args.threads)
         print(f"{name}: batch {batch} x 3 x {size} x {size} ...", file=sys.stderr, flush=True)
-        model_rows, seconds = bench_model(setting, repeats, memory, names)
+        model_rows, seconds = bench_model(setting, repeats, memory, names, args.warm_memory)
         rows += model_rows
         prepared[name] = f"- {name}: " + ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items())
         header = (
@@ -476,7 +483,9 @@ def main(argv: list[str] | None = None) -> None:
             [
                 "# lrpfn benchmark",
                 header,
-                _METHOD_NOTE + ("" if memory else " (not measured in this run)"),
+                _METHOD_NOTE
+                + ("" if memory else " (not measured in this run)")
+                + (_WARM_NOTE if memory and args.warm_memory else ""),
                 table(rows, args.device),
                 "Goals and comparisons:\n\n" + goals(rows),
                 "lrpfn's one-off `prepare` (not in the timings above):\n\n"
@@ -490,6 +499,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nwritten to {output}", file=sys.stderr)
 
 
+_WARM_NOTE = (
+    ". This run measured memory on a second call (`--warm-memory`): the method is called "
+    "once before the peak RSS is reset, so what a process loads once (code, and the "
+    "modules the first `torch.func.vjp` imports) is not counted"
+)
 _METHOD_NOTE = (
     "Times are seconds per call for the whole batch; × gradient is the time over the "
     "input gradient's of the same (model, batch) in the same run (forward + backward on a "

@@ -15,6 +15,7 @@ modules, about 150 MiB of resident memory) that is not memory of the explanation
 
     python benchmarks/bench_transformers.py            # the rows above
     python benchmarks/bench_transformers.py --quick    # small sizes, a few seconds
+    python benchmarks/bench_transformers.py --models "llama-style decoder" --repeats 7
     python benchmarks/bench_transformers.py --device cuda
 """
 
@@ -101,9 +102,11 @@ ROWS = {
 }
 
 
-def measure(config: dict, device: str, repeats: int, memory: bool) -> list[list[Any]]:
+def measure(
+    config: dict, device: str, repeats: int, memory: bool, models: tuple[str, ...] = tuple(ROWS)
+) -> list[list[Any]]:
     rows = []
-    for row, methods in ROWS.items():
+    for row, methods in ((row, ROWS[row]) for row in models):
         calls = {method: setup(row, method, config, device) for method in methods}
         times = common.interleaved_medians(calls, repeats=repeats, warmup=1, device=device)
         peaks = (
@@ -136,10 +139,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--models", nargs="+", choices=list(ROWS), default=list(ROWS))
     args = parser.parse_args(argv)
     common.configure_threads(args.threads)
     config = QUICK if args.quick else FULL
-    rows = measure(config, args.device, args.repeats, not args.no_memory)
+    rows = measure(config, args.device, args.repeats, not args.no_memory, tuple(args.models))
     print(common.machine_description(args.device, args.threads))
     print(f"revision {common.revision()}, {common.today()}; sizes {config}\n")
     header = ["model", "method", "seconds", "x gradient", "peak MiB", "x gradient"]

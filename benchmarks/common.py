@@ -134,18 +134,26 @@ def interleaved_medians(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def peak_memory_mib(setup: Callable[..., Callable[[], Any]], *args: Any, device: str) -> float:
+def peak_memory_mib(
+    setup: Callable[..., Callable[[], Any]], *args: Any, device: str, warm: bool = False
+) -> float:
     """Peak memory increase (MiB) of one call of `setup(*args)()` in a fresh process.
 
     `setup` must be a module-level function (it is pickled by reference); its own
-    allocations (model, copies, prepared plans) are not counted.
+    allocations (model, copies, prepared plans) are not counted. With `warm` the call is
+    made once before the measured one, so that what a process loads once (code, the
+    modules the first `torch.func.vjp` imports) is not counted.
     """
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(_measure_once, setup, args, device).result()
+        return pool.submit(_measure_once, setup, args, device, warm).result()
 
 
-def _measure_once(setup: Callable[..., Callable[[], Any]], args: tuple, device: str) -> float:
+def _measure_once(
+    setup: Callable[..., Callable[[], Any]], args: tuple, device: str, warm: bool = False
+) -> float:
     method = setup(*args)
+    if warm:
+        method()
     gc.collect()
     _release_free_heap()
     if device.startswith("cuda"):
