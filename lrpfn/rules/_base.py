@@ -22,6 +22,8 @@ References:
 
 from __future__ import annotations
 
+import math
+import struct
 from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import torch
@@ -68,14 +70,47 @@ class Rule(Protocol):
     def __call__(self, layer: Layer, activations: Activations, relevance: Tensor) -> Tensor: ...
 
 
+def signed_constant(z: Tensor, value: float) -> Tensor:
+    """$c\\,\\mathrm{sign}(z)$ with $\\mathrm{sign}(0) = +1$ (also for $-0$), $c$ = `value`
+    rounded to z's dtype, in a fresh buffer.
+
+    Computed as $[z \\ge 0] \\cdot 2c - c$, which is exact ($2c$ only moves the exponent,
+    and $2c - c = c$ by Sterbenz' lemma), so it equals `torch.where(z >= 0, c, -c)` bit
+    for bit; `where` with 0-d operands takes a slow path on the CPU (5.0 ms against
+    1.3 ms for 8 x 512 x 512 float32 values on 2 threads).
+    """
+    c = _rounded(value, z.dtype)
+    # where 2c would overflow (or c is inf or nan), or c = 0 (where gives -0 at z < 0)
+    if c == 0 or not abs(c) <= torch.finfo(z.dtype).max / 2:
+        plus = torch.full((), c, dtype=z.dtype, device=z.device)
+        return torch.where(z >= 0, plus, -plus)
+    return (z >= 0).to(z.dtype).mul_(2 * c).sub_(c)
+
+
+def _rounded(value: float, dtype: torch.dtype) -> float:
+    """`value` rounded to `dtype` as a tensor fill does (through float32 for the 16-bit
+    types), computed in Python: no tensor, so it also runs inside vmap and make_fx."""
+    if dtype == torch.float64:
+        return float(value)
+    try:
+        single = struct.unpack("<f", struct.pack("<f", value))[0]
+        if dtype == torch.float16:
+            return struct.unpack("<e", struct.pack("<e", single))[0]
+    except OverflowError:  # beyond the type's range: a fill gives infinity
+        return math.copysign(math.inf, value)
+    if dtype == torch.bfloat16:  # the upper 16 bits of float32, rounded to nearest even
+        bits = struct.unpack("<I", struct.pack("<f", single))[0]
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return struct.unpack("<f", struct.pack("<I", bits))[0]
+    return single
+
+
 def stabilize(z: Tensor, epsilon: float) -> Tensor:
     """$z + \\epsilon\\,\\mathrm{sign}(z)$ with $\\mathrm{sign}(0) = +1$."""
     if epsilon == 0:
         return z
     # one buffer: (+eps where z >= 0, else -eps) + z, in z's own precision, the sum in place
-    # (two passes over z besides the comparison; eps is rounded to z's dtype first)
-    plus = torch.full((), epsilon, dtype=z.dtype, device=z.device)
-    return torch.where(z >= 0, plus, -plus).add_(z)
+    return signed_constant(z, epsilon).add_(z)
 
 
 def stabilized_divide(relevance: Tensor, z: Tensor, epsilon: float) -> Tensor:

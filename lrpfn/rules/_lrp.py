@@ -17,7 +17,15 @@ from torch import Tensor
 
 from ..errors import InvalidRuleError
 from ..layers import Convolution, Dense, Layer
-from ._base import Activations, Group, LinearRule, Term, check_nonnegative, stabilized_divide
+from ._base import (
+    Activations,
+    Group,
+    LinearRule,
+    Term,
+    check_nonnegative,
+    signed_constant,
+    stabilized_divide,
+)
 
 __all__ = ["AlphaBeta", "Epsilon", "Flat", "Gamma", "Gradient", "Pass", "WSquare", "ZBox", "ZPlus"]
 
@@ -146,8 +154,7 @@ class Gamma(LinearRule):
         k = h / (1 + h)
         a_abs, W_abs = (a if nonnegative else a.abs()), W.abs()
         q = layer.forward(a_abs, W_abs, None if b is None else b.abs())
-        k_tensor = torch.full((), k, dtype=z.dtype, device=z.device)
-        k_sign = torch.where(z >= 0, k_tensor, -k_tensor)  # k sigma, sigma(0) = +1
+        k_sign = signed_constant(z, k)  # k sigma, sigma(0) = +1
         s = relevance / q.add_(eps / h).mul_(k_sign).add_(z)
         del q
         if not (activations.zero_where_nonpositive and eps > 0):  # else s = R = 0 at z = 0
