@@ -10,28 +10,16 @@ warm-up call): resnet50, batch 8 x 3 x 224 x 224, epsilon, 2 threads.
 """
 
 import time
-from collections import defaultdict
 
 import torch
 import torchvision
-from torch.profiler import ProfilerActivity, profile
+from profile_lrp import op_seconds
 
 import lrpfn
 from lrpfn import rules
 from lrpfn._traverse import backward, forward
 
 TARGETS = 4
-
-
-def _self_seconds(call) -> dict[str, float]:
-    """Self CPU seconds per aten op of one call, after a warm-up call."""
-    call()
-    with profile(activities=[ProfilerActivity.CPU]) as profiler:
-        call()
-    seconds: dict[str, float] = defaultdict(float)
-    for event in profiler.key_averages():
-        seconds[event.key] += event.self_cpu_time_total / 1e6
-    return seconds
 
 
 def main() -> None:
@@ -62,7 +50,7 @@ def main() -> None:
             call()
             times[name].append(time.perf_counter() - began)
     print({name: round(sorted(values)[1], 3) for name, values in times.items()})
-    profiles = {name: _self_seconds(call) for name, call in calls.items()}
+    profiles = {name: op_seconds(call) for name, call in calls.items()}
     call_ops, floor_ops = profiles.values()
     keys = sorted(
         set(call_ops) | set(floor_ops), key=lambda k: -max(call_ops.get(k, 0), floor_ops.get(k, 0))
