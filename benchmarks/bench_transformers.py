@@ -9,7 +9,7 @@ lxt patches torchvision's ViT process-wide, so it is not timed on `vit_b_16` her
 
 Times are medians of interleaved repetitions (`common.interleaved_medians`); ratios are to
 the input gradient measured in the same run. Peak memory is measured in a fresh process per
-method (`common.peak_memory_mib`), on a second call after one warm-up call (`warmed_up`):
+method (`common.peak_memory_mib`), on a second call after one warm-up call (`warm=True`):
 the first call of a process loads code once (lrpfn's first `torch.func.vjp` imports some 900
 modules, about 150 MiB of resident memory) that is not memory of the explanation.
 
@@ -89,13 +89,6 @@ def setup(row: str, method: str, config: dict, device: str):
     return _gradient(model, x, target)  # "gradient", and lxt's modified gradient
 
 
-def warmed_up(row: str, method: str, config: dict, device: str):
-    """`setup(...)` called once, for the memory runs: its one-time loads are not counted."""
-    call = setup(row, method, config, device)
-    call()
-    return call
-
-
 ROWS = {
     "vit_b_16": ("gradient", "lrpfn attnlrp"),
     "llama-style decoder": ("gradient", "lrpfn attnlrp", "lxt"),
@@ -111,7 +104,7 @@ def measure(
         times = common.interleaved_medians(calls, repeats=repeats, warmup=1, device=device)
         peaks = (
             {
-                m: common.peak_memory_mib(warmed_up, row, m, config, device, device=device)
+                m: common.peak_memory_mib(setup, row, m, config, device, device=device, warm=True)
                 for m in methods
             }
             if memory
