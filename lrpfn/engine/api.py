@@ -17,6 +17,7 @@ from torch import Tensor
 from ..capture import FOLDED, TRACE_LOCK
 from ..errors import InvalidInputError, InvalidRuleError
 from ..ops.handler import Handler
+from .folded_walk import backward_folded, forward_folded, takes_folded_walk
 from .plan import Plan
 from .prepare import prepare
 from .relevance import (
@@ -95,13 +96,16 @@ def _explain(model, x, options, target, output_relevance, keep_all):
     if plan.compiled is not None and not keep_all:  # prepare(..., compile=True)
         return plan.compiled.explain(plan, x, target, output_relevance), {}
     with torch.no_grad(), TRACE_LOCK.running():
-        env, output_node = forward(plan, x)
+        folded = takes_folded_walk(plan, x, keep_all)  # engine.folded_walk
+        env, output_node = (forward_folded if folded else forward)(plan, x)
         output = env[output_node]
         check_output(output, x, output_relevance)
         initial = initial_relevance(output, target, output_relevance)
         scale = power_of_two_scale(initial, output.ndim)
         start = rescaled(initial, scale.reciprocal())  # exact: scale is a power of two
-        if initial.ndim == output.ndim + 1:  # several targets per sample
+        if folded:
+            result, recorded = backward_folded(plan, env, output_node, start), {}
+        elif initial.ndim == output.ndim + 1:  # several targets per sample
             result, recorded = walk_each_target(plan, env, output_node, start, keep_all)
         else:
             result, recorded = backward(plan, env, output_node, start, keep_all, owned=True)

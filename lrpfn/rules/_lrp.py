@@ -23,6 +23,7 @@ from ._base import (
     LinearRule,
     Term,
     check_nonnegative,
+    epsilon_factor,
     negative_part,
     positive_part,
 )
@@ -59,6 +60,20 @@ class Epsilon(LinearRule):
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         term = Term(activations.input, layer.weight, layer.bias)
         return (Group((term,), output=activations.output),)
+
+    def folds(self, input_nonnegative: bool, zero_where_nonpositive: bool) -> bool:
+        r"""Whether `fold` applies (docs/design.md, "The folded walk"): for $\epsilon > 0$."""
+        return self.epsilon > 0
+
+    def fold(
+        self, layer: Layer, activations: Activations, base: Tensor | None, relation: str
+    ) -> tuple[tuple[Tensor, Tensor], ...]:
+        r"""The step as transposed terms $(W_k, t_k)$ computed in the forward pass:
+        $R_{\text{in}} = a \odot \sum_k f^\top(s_k; W_k)$ with $s_k = R / t_k$ (no `base`:
+        $t = \mathrm{st}(z)$) or, where $R = v \odot c$ for `base` $v$, $s_k = c \odot t_k$
+        ($t = v / \mathrm{st}(z)$, see `epsilon_factor`)."""
+        z = activations.output
+        return ((layer.weight, epsilon_factor(z, self.epsilon, base, relation)),)
 
 
 def _as_bound(value: Any, name: str) -> Tensor | float:
