@@ -27,9 +27,9 @@ from ._base import (
     LinearRule,
     Term,
     check_nonnegative,
+    divide_into,
     negative_part,
     positive_part,
-    divide_into,
     signed_constant,
     stabilize,
     stabilized_divide,
@@ -355,4 +355,6 @@ class ZPlus(LinearRule):
         self, layer: Layer, activations: Activations, base: Tensor | None, relation: str
     ) -> tuple[tuple[Tensor, Tensor], ...]:
         """The step as transposed terms computed in the forward pass (`_alpha_beta_fold`)."""
-        return _alpha_beta_fold(layer, activations, base, 1.0, 0.0, self.stabilizer, self.ignore_bias)
+        return _alpha_beta_fold(
+            layer, activations, base, 1.0, 0.0, self.stabilizer, self.ignore_bias
+        )
