@@ -180,8 +180,9 @@ class _Analysis:
             return False
         nonnegative = self.data_inputs[n][0] in self.nonnegative
         if base is None:  # not factored: R arrives as relevance
-            return folds(nonnegative, n in self.zwnp)
-        return folds(nonnegative, self.relation(n, base) in ("relu", "zero_below"))
+            return folds(nonnegative, n in self.zwnp, None)
+        relation = self.relation(n, base)
+        return folds(nonnegative, relation in ("relu", "zero_below"), relation)
 
     def input_agrees(self, n, factored) -> bool:
         """A pass or route hands its coefficient to an input factored with the right base."""

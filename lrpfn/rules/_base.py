@@ -147,6 +147,9 @@ def epsilon_factor(
     - "zero_below" ($v = 0$ wherever $z \le 0$): $F = v / (|z| + \epsilon)$;
     - otherwise $F = v / \mathrm{st}(z)$.
 
+    With "relu" and "zero_below" the caller hands `z` over (it has no other reader left):
+    the denominator is computed in its buffer, so the factor takes no new memory.
+
     Without `base`, the denominator $\mathrm{st}(z)$ itself (then $s = R / \mathrm{st}(z)$).
     """
     if base is None:
@@ -155,9 +158,9 @@ def epsilon_factor(
         magnitude = z.abs()
         return magnitude.div_(magnitude + epsilon)
     if relation == "relu":
-        return divide_into(base, base + epsilon)
+        return divide_into(base, z.clamp_min_(0).add_(epsilon))  # max(z, 0) is v
     if relation == "zero_below":
-        return divide_into(base, z.abs().add_(epsilon))
+        return divide_into(base, z.abs_().add_(epsilon))
     return divide_into(base, stabilize(z, epsilon))
 
 

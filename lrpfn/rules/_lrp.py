@@ -61,7 +61,9 @@ class Epsilon(LinearRule):
         term = Term(activations.input, layer.weight, layer.bias)
         return (Group((term,), output=activations.output),)
 
-    def folds(self, input_nonnegative: bool, zero_where_nonpositive: bool) -> bool:
+    def folds(
+        self, input_nonnegative: bool, zero_where_nonpositive: bool, relation: str | None
+    ) -> bool:
         r"""Whether `fold` applies (docs/design.md, "The folded walk"): for $\epsilon > 0$."""
         return self.epsilon > 0
 

@@ -134,11 +134,14 @@ class Gamma(LinearRule):
             return c.add_(c_abs).mul_(a)
         return c.mul_(a).add_(c_abs.mul_(a_abs))
 
-    def folds(self, input_nonnegative: bool, zero_where_nonpositive: bool) -> bool:
-        r"""Whether `fold` applies: $a \ge 0$, $R = 0$ wherever $z \le 0$, $\gamma, \epsilon > 0$."""
-        return (
-            input_nonnegative and zero_where_nonpositive and self.gamma > 0 and self.stabilizer > 0
-        )
+    def folds(
+        self, input_nonnegative: bool, zero_where_nonpositive: bool, relation: str | None
+    ) -> bool:
+        r"""Whether `fold` applies: $a \ge 0$, $\gamma, \epsilon > 0$, and $R = 0$ wherever
+        $z \le 0$ or the base is $z$ itself (`relation` "self")."""
+        if not (input_nonnegative and self.gamma > 0 and self.stabilizer > 0):
+            return False
+        return zero_where_nonpositive or relation == "self"
 
     def fold(
         self, layer: Layer, activations: Activations, base: Tensor | None, relation: str
@@ -148,10 +151,27 @@ class Gamma(LinearRule):
         the forward pass: $t = \mathrm{st}(z_{\uparrow})$, or with `base` $v$ (where
         $R = v \odot c$) $t = v / \mathrm{st}(z_{\uparrow})$; see `Epsilon.fold`."""
         W, b, g = layer.weight, layer.bias, self.gamma
+        if not activations.zero_where_nonpositive:  # relation "self": the base is z
+            return self._fold_closed_form(layer, activations)
         W_up = W + g * W.clamp(min=0)
         b_up = None if b is None else b + g * b.clamp(min=0)
         denominator = stabilize(layer.forward(activations.input, W_up, b_up), self.stabilizer)
         return ((W_up, denominator if base is None else divide_into(base, denominator)),)
+
+    def _fold_closed_form(
+        self, layer: Layer, activations: Activations
+    ) -> tuple[tuple[Tensor, Tensor], ...]:
+        r"""`__call__`'s closed form for $a \ge 0$ where $R = z \odot c$: with
+        $d = z + k \sigma (q + \epsilon / h)$ (the same quotient's denominator),
+        $s' = c \odot z / d$ and $k \sigma s' = c \odot k |z| / d$, so the terms are
+        $(W, |w|)$ and $(k |W|, w)$ with $w = |z| / d$ (0 where $z = 0$: the mask)."""
+        a, z, W, b = activations.input, activations.output, layer.weight, layer.bias
+        h = self.gamma / 2
+        k = h / (1 + h)
+        q = layer.forward(a, W.abs(), None if b is None else b.abs())
+        d = q.add_(self.stabilizer / h).mul_(signed_constant(z, k)).add_(z)
+        w = divide_into(z.abs(), d)
+        return ((W, w.abs()), (k * W.abs(), w))
 
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         W, b, g = layer.weight, layer.bias, self.gamma
@@ -300,7 +320,9 @@ class AlphaBeta(LinearRule):
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         return _alpha_beta_groups(layer, activations, self.alpha, self.beta, self.ignore_bias)
 
-    def folds(self, input_nonnegative: bool, zero_where_nonpositive: bool) -> bool:
+    def folds(
+        self, input_nonnegative: bool, zero_where_nonpositive: bool, relation: str | None
+    ) -> bool:
         r"""Whether `fold` applies: $a \ge 0$ and $\epsilon > 0$."""
         return input_nonnegative and self.stabilizer > 0
 
@@ -347,7 +369,9 @@ class ZPlus(LinearRule):
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         return _alpha_beta_groups(layer, activations, 1.0, 0.0, self.ignore_bias)
 
-    def folds(self, input_nonnegative: bool, zero_where_nonpositive: bool) -> bool:
+    def folds(
+        self, input_nonnegative: bool, zero_where_nonpositive: bool, relation: str | None
+    ) -> bool:
         r"""Whether `fold` applies: $a \ge 0$ and $\epsilon > 0$."""
         return input_nonnegative and self.stabilizer > 0
 
