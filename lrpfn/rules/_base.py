@@ -158,7 +158,7 @@ def epsilon_factor(
         magnitude = z.abs()
         return magnitude.div_(magnitude + epsilon)
     if relation == "relu":
-        return divide_into(base, z.clamp_min_(0).add_(epsilon))  # max(z, 0) is v
+        return divide_into(base, torch.add(base, epsilon, out=z))
     if relation == "zero_below":
         return divide_into(base, z.abs_().add_(epsilon))
     return divide_into(base, stabilize(z, epsilon))
