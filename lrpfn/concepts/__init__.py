@@ -13,16 +13,26 @@ the forward pass shared and the k walks vmapped (Achtibat et al. 2023, Nature Ma
 Intelligence 5).
 """
 
+from ._atlas import atlas
+from ._atlas_view import Atlas, load_atlas
 from ._conditional import conditional, importance
 from ._nodes import InvalidConditionError
+from ._references import References
 from ._regions import TopConcepts, bounding_box, receptive_field, top
+from ._scores import Heads, Neurons
 
 __all__ = [
+    "Atlas",
+    "Heads",
     "InvalidConditionError",
+    "Neurons",
+    "References",
+    "atlas",
     "TopConcepts",
     "bounding_box",
     "conditional",
     "importance",
+    "load_atlas",
     "receptive_field",
     "top",
 ]
