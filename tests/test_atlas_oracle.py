@@ -33,6 +33,8 @@ from zennit.torchvision import ResNetCanonizer, VGGCanonizer
 
 from lrpfn import composites, concepts
 
+pytestmark = pytest.mark.slow  # two models, each through zennit-crp twice (about 30 s)
+
 DTYPE = torch.float64
 K = 40  # zennit-crp's fixed SAMPLE_SIZE
 CLASSES = 5

@@ -14,6 +14,7 @@ Intelligence 5).
 """
 
 from ._atlas import atlas
+from ._atlas_figure import plot_atlas
 from ._atlas_view import Atlas, load_atlas
 from ._conditional import conditional, importance
 from ._nodes import InvalidConditionError
@@ -27,12 +28,13 @@ __all__ = [
     "InvalidConditionError",
     "Neurons",
     "References",
-    "atlas",
     "TopConcepts",
+    "atlas",
     "bounding_box",
     "conditional",
     "importance",
     "load_atlas",
+    "plot_atlas",
     "receptive_field",
     "top",
 ]
