@@ -141,4 +141,6 @@ def _figure(result, layer: str, count: int, path: Path) -> None:
 
 
 def _file_name(layer: str) -> str:
-    return "".join(character if character.isalnum() or character in "._-" else "_" for character in layer)
+    return "".join(
+        character if character.isalnum() or character in "._-" else "_" for character in layer
+    )

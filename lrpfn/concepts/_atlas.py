@@ -31,8 +31,7 @@ from .._plan import Plan, prepare
 from .._version import __version__
 from ..datasets import DatasetError
 from ..errors import LRPError
-from . import _atlas_store as store
-from . import _ranks
+from . import _atlas_store as store, _ranks
 from ._atlas_data import class_names, read_chunks, sample_path
 from ._atlas_final import finish
 from ._atlas_view import Atlas
@@ -154,7 +153,9 @@ def _run(plan, dataset, layers, out, options, names, ranks) -> None:
     layout, missing = started[1], started[2]
     mine = _ranks.shard(missing, ranks)
     bar = _progress_bar(len(mine) * batch_size, progress and ranks.rank == 0)
-    report = _chunks(plan, dataset, layers, nodes, layout, (target, workers), out, mine, device, bar)
+    report = _chunks(
+        plan, dataset, layers, nodes, layout, (target, workers), out, mine, device, bar
+    )
     if bar is not None:
         bar.close()
     reports = _ranks.gather(report, ranks)
@@ -180,9 +181,12 @@ def _start(plan, dataset, layers, nodes, out, options, names, ranks):
     k, target, batch_size, _, _ = options
     if len(dataset) == 0:
         raise DatasetError("the data set is empty.")
-    _, x, label = next(read_chunks(dataset, [0], lambda _: (0, 1)))
+    _, x, _ = next(read_chunks(dataset, [0], lambda _: (0, 1)))
     probe = record(plan, x.to(_device_of(plan)), nodes, None)
-    kinds = [concept_axis(layer, probe.activation[node.name]) for layer, node in zip(layers, nodes)]
+    kinds = [
+        concept_axis(layer, probe.activation[node.name])
+        for layer, node in zip(layers, nodes, strict=True)
+    ]
     layout = store.AtlasLayout(
         rows=len(dataset),
         batch_size=batch_size,

@@ -1,9 +1,9 @@
 """`Atlas`: an atlas store read back, with reference samples computed on demand.
 
-    atlas = lrpfn.concepts.load_atlas("vgg.atlas.zarr", model, dataset, rules)
-    indices, scores = atlas.top("features.28", "relevance_max")
-    refs = atlas.references("features.28", 312, n=8)
-    lrpfn.concepts.plot_atlas({"312": refs}, "features.28.png")
+atlas = lrpfn.concepts.load_atlas("vgg.atlas.zarr", model, dataset, rules)
+indices, scores = atlas.top("features.28", "relevance_max")
+refs = atlas.references("features.28", 312, n=8)
+lrpfn.concepts.plot_atlas({"312": refs}, "features.28.png")
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class Atlas:
         return self._group()[f"layers/{layer}"]
 
     def kind(self, layer: str) -> str:
-        """"channel", "neuron" or "head"."""
+        """ "channel", "neuron" or "head"."""
         return str(self._layer(layer).attrs["kind"])
 
     def top(self, layer: str, ordering: str = "relevance_sum") -> tuple[np.ndarray, np.ndarray]:

@@ -118,7 +118,9 @@ def _dtype_of(plan, x: Tensor) -> torch.dtype:
     return parameter.dtype if parameter is not None else x.dtype
 
 
-def _crops(inputs: Tensor, heatmaps: Tensor, size, to_pixels) -> tuple[Tensor, np.ndarray, np.ndarray]:
+def _crops(
+    inputs: Tensor, heatmaps: Tensor, size, to_pixels
+) -> tuple[Tensor, np.ndarray, np.ndarray]:
     """Per sample: the receptive field's box, and the input and heatmap cropped to it and
     resized to `size` (bilinear). An empty field (no positive relevance) keeps the whole
     image."""

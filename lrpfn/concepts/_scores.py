@@ -22,7 +22,16 @@ from torch import Tensor
 
 from ._nodes import InvalidConditionError
 
-__all__ = ["NORMALISER", "Heads", "Layer", "Neurons", "concept_axis", "layer_name", "normalised", "scores"]
+__all__ = [
+    "NORMALISER",
+    "Heads",
+    "Layer",
+    "Neurons",
+    "concept_axis",
+    "layer_name",
+    "normalised",
+    "scores",
+]
 
 NORMALISER = 1e-10  # zennit-crp's constant in abs_norm
 
