@@ -21,6 +21,7 @@ from ._nodes import InvalidConditionError
 from ._references import References
 from ._regions import TopConcepts, bounding_box, receptive_field, top
 from ._scores import Heads, Neurons
+from ._text_atlas import text_atlas
 
 __all__ = [
     "Atlas",
@@ -36,5 +37,6 @@ __all__ = [
     "load_atlas",
     "plot_atlas",
     "receptive_field",
+    "text_atlas",
     "top",
 ]

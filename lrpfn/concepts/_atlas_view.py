@@ -20,6 +20,7 @@ from .._plan import Plan, prepare
 from ..datasets import DatasetError
 from ._atlas_store import ATTRIBUTE, FORMAT, ORDERINGS
 from ._references import References, reference_batch
+from ._scores import Heads, Neurons
 
 __all__ = ["Atlas", "load_atlas"]
 
@@ -61,6 +62,16 @@ class Atlas:
     def kind(self, layer: str) -> str:
         """ "channel", "neuron" or "head"."""
         return str(self._layer(layer).attrs["kind"])
+
+    def _spec(self, layer: str) -> str | Neurons | Heads:
+        """The layer as a condition key: its name (channels of axis 1), or `Neurons` /
+        `Heads` for transformer concepts on the last axis."""
+        attributes = self._layer(layer).attrs
+        if attributes.get("concept_axis", 1) == 1:
+            return layer
+        if attributes["kind"] == "head":
+            return Heads(layer, int(attributes["channels"]))
+        return Neurons(layer)
 
     def top(self, layer: str, ordering: str = "relevance_sum") -> tuple[np.ndarray, np.ndarray]:
         """`(indices, scores)`, each `(concepts, k)`, best first (index -1: no sample)."""
@@ -105,12 +116,6 @@ class Atlas:
                 "references need the model and the data set: use the Atlas returned by "
                 "atlas(...), or load_atlas(store, model, dataset, rules)."
             )
-        if self._layer(layer).attrs.get("concept_axis", 1) != 1:
-            raise DatasetError(
-                f"references of the {self.kind(layer)}s of transformer layer {layer!r} (concepts "
-                "on the last axis) are not supported yet; their top-k samples are in "
-                "atlas.top()."
-            )
         indices, scores = self.top(layer, ordering)
         concepts = np.atleast_1d(np.asarray(channel, dtype=np.int64))
         if concepts.ndim != 1 or (concepts < 0).any() or (concepts >= len(indices)).any():
@@ -124,7 +129,7 @@ class Atlas:
         return reference_batch(
             self.plan,
             self.dataset,
-            layer,
+            self._spec(layer),
             torch.as_tensor(concepts),
             chosen,
             scores[concepts, :n],
@@ -146,7 +151,8 @@ class Atlas:
     ) -> None:
         """Write every concept's references into the store: per layer
         `references/images (C, n, h, w, 3) uint8`, `references/heatmaps (C, n, h, w)
-        float16` and `references/indices (C, n) int64`."""
+        float16` and `references/indices (C, n) int64`; for token inputs
+        `references/token_relevance (C, n, T) float16` instead of images and heatmaps."""
         import zarr
 
         group = zarr.open_group(self.store, mode="r+")
@@ -165,11 +171,15 @@ class Atlas:
                 )
                 for first in range(0, channels, per_call)
             ]
-            arrays = {
-                "images": np.concatenate([part.images for part in parts]),
-                "heatmaps": np.concatenate([part.crops for part in parts]).astype(np.float16),
-                "indices": np.concatenate([part.indices for part in parts]),
-            }
+            arrays = {"indices": np.concatenate([part.indices for part in parts])}
+            if parts[0].token_relevance is not None:
+                tokens = np.concatenate([part.token_relevance for part in parts])
+                arrays["token_relevance"] = tokens.astype(np.float16)
+            else:
+                arrays["images"] = np.concatenate([part.images for part in parts])
+                arrays["heatmaps"] = np.concatenate([part.crops for part in parts]).astype(
+                    np.float16
+                )
             for name, values in arrays.items():
                 group.create_array(
                     f"layers/{layer}/references/{name}",

@@ -33,17 +33,23 @@ class References(NamedTuple):
         indices: `(m, n)` data set indices.
         scores: `(m, n)` their scores in the ordering the references were chosen by.
         heatmaps: `(m, n, *input_shape)` the conditional input relevance (zeros for -1).
-        boxes: `(m, n, 4)` the crop boxes (top, left, bottom, right; exclusive ends).
-        images: `(m, n, h, w, 3)` uint8 crops of the inputs.
-        crops: `(m, n, h, w)` the heatmaps summed over the input's channels, cropped alike.
+        boxes: `(m, n, 4)` the crop boxes (top, left, bottom, right; exclusive ends);
+            None for inputs that are not images `(C, H, W)`.
+        images: `(m, n, h, w, 3)` uint8 crops of the inputs (None for non-images).
+        crops: `(m, n, h, w)` the heatmaps summed over the input's channels, cropped alike
+            (None for non-images).
+        token_relevance: for token embeddings `(tokens, features)`, `(m, n, tokens)`: the
+            heatmaps summed over the features (which tokens the concept reacts to); else
+            None.
     """
 
     indices: np.ndarray
     scores: np.ndarray
     heatmaps: Tensor
-    boxes: Tensor
-    images: np.ndarray
-    crops: np.ndarray
+    boxes: Tensor | None
+    images: np.ndarray | None
+    crops: np.ndarray | None
+    token_relevance: np.ndarray | None = None
 
 
 def default_pixels(x: Tensor) -> Tensor:
@@ -62,7 +68,7 @@ def default_pixels(x: Tensor) -> Tensor:
 def reference_batch(
     plan,
     dataset: Any,
-    node: str,
+    node: Any,
     channels: Tensor,
     indices: np.ndarray,
     scores: np.ndarray,
@@ -72,8 +78,9 @@ def reference_batch(
     to_pixels: Callable[[Tensor], Tensor] | None,
     batch_size: int,
 ) -> References:
-    """The references of concepts `channels` `(m,)` of `node`, whose top samples are
-    `indices` `(m, n)` (with `scores`; explained as `targets`, both `(m, n)`)."""
+    """The references of concepts `channels` `(m,)` of `node` (a name, `Neurons` or
+    `Heads`), whose top samples are `indices` `(m, n)` (with `scores`; explained as
+    `targets`, both `(m, n)`)."""
     m, n = indices.shape
     flat = indices.reshape(-1)
     present = np.flatnonzero(flat >= 0)
@@ -92,15 +99,18 @@ def reference_batch(
         inputs[torch.as_tensor(rows)] = x.cpu().to(maps.dtype)
     if heatmaps is None:
         raise InvalidConditionError(f"node {node!r}: these concepts have no reference samples.")
+    maps = heatmaps.reshape(m, n, *heatmaps.shape[1:])
+    if heatmaps.ndim == 3:  # token embeddings (tokens, features)
+        tokens = heatmaps.sum(dim=-1).reshape(m, n, -1).numpy()
+        return References(indices, scores, maps, None, None, None, tokens)
     boxes, images, crops = _crops(inputs, heatmaps, size, to_pixels or default_pixels)
-    shape = (m, n)
     return References(
         indices,
         scores,
-        heatmaps.reshape(*shape, *heatmaps.shape[1:]),
-        boxes.reshape(*shape, 4),
-        images.reshape(*shape, *images.shape[1:]),
-        crops.reshape(*shape, *crops.shape[1:]),
+        maps,
+        boxes.reshape(m, n, 4),
+        images.reshape(m, n, *images.shape[1:]),
+        crops.reshape(m, n, *crops.shape[1:]),
     )
 
 
