@@ -102,7 +102,7 @@ def atlas(
     ranks = _ranks.join(where)
     names = (model_name or type(model_or_plan).__name__, data_name or type(dataset).__name__)
     try:
-        plan = _plan_on(model_or_plan, rules, where)
+        plan = _plan_on(model_or_plan, rules, where, dataset, batch_size)
         options = (k, target, batch_size, workers, progress)
         _run(plan, dataset, tuple(layers), out, options, names, ranks)
     except BaseException:
@@ -128,7 +128,9 @@ def _check_options(layers, k, batch_size, target) -> None:
         raise DatasetError(f"target must be None, 'label' or a class index, got {target!r}.")
 
 
-def _plan_on(model_or_plan, rules, device: torch.device) -> Plan:
+def _plan_on(model_or_plan, rules, device: torch.device, dataset, batch_size: int) -> Plan:
+    """The plan; a model is captured at the first batch (the shape `torch.export`
+    specialises to, where fx cannot trace it: smaller batches are padded to it)."""
     if isinstance(model_or_plan, Plan):
         if rules is not None:
             raise DatasetError("this Plan already has its rules: pass rules=None.")
@@ -137,7 +139,11 @@ def _plan_on(model_or_plan, rules, device: torch.device) -> Plan:
     parameter = next(iter(model.parameters()), None)
     if parameter is not None and parameter.device != device:
         model = copy.deepcopy(model).to(device)  # the user's model stays where it is
-    return prepare(model, rules)
+    if len(dataset) == 0:
+        raise DatasetError("the data set is empty.")
+    first = min(batch_size, len(dataset))
+    _, example, _ = next(read_chunks(dataset, [0], lambda _: (0, first)))
+    return prepare(model, rules, example_input=example.to(device))
 
 
 def _run(plan, dataset, layers, out, options, names, ranks) -> None:

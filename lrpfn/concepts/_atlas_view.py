@@ -152,7 +152,9 @@ class Atlas:
         """Write every concept's references into the store: per layer
         `references/images (C, n, h, w, 3) uint8`, `references/heatmaps (C, n, h, w)
         float16` and `references/indices (C, n) int64`; for token inputs
-        `references/token_relevance (C, n, T) float16` instead of images and heatmaps."""
+        `references/token_relevance (C, n, T) float16` instead of images and heatmaps.
+        Each heatmap is divided by its largest absolute value (float16 would lose the
+        small relevances of deep layers; a display normalises each map anyway)."""
         import zarr
 
         group = zarr.open_group(self.store, mode="r+")
@@ -174,12 +176,10 @@ class Atlas:
             arrays = {"indices": np.concatenate([part.indices for part in parts])}
             if parts[0].token_relevance is not None:
                 tokens = np.concatenate([part.token_relevance for part in parts])
-                arrays["token_relevance"] = tokens.astype(np.float16)
+                arrays["token_relevance"] = _unit_scale(tokens)
             else:
                 arrays["images"] = np.concatenate([part.images for part in parts])
-                arrays["heatmaps"] = np.concatenate([part.crops for part in parts]).astype(
-                    np.float16
-                )
+                arrays["heatmaps"] = _unit_scale(np.concatenate([part.crops for part in parts]))
             for name, values in arrays.items():
                 group.create_array(
                     f"layers/{layer}/references/{name}",
@@ -187,6 +187,14 @@ class Atlas:
                     dtype=values.dtype,
                     overwrite=True,
                 )[...] = values
+
+
+def _unit_scale(maps: np.ndarray) -> np.ndarray:
+    """Each map `(C, n, ...)` divided by its largest absolute value (0 stays 0), float16."""
+    flat = maps.reshape(*maps.shape[:2], -1).astype(np.float64)
+    largest = np.abs(flat).max(axis=-1, keepdims=True)
+    scaled = np.divide(flat, largest, out=np.zeros_like(flat), where=largest > 0)
+    return scaled.reshape(maps.shape).astype(np.float16)
 
 
 def load_atlas(

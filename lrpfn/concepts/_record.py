@@ -26,7 +26,7 @@ from .._traverse import backward, forward
 from ..errors import InvalidTargetError
 from ._nodes import InvalidConditionError, downstream
 
-__all__ = ["Recorded", "record"]
+__all__ = ["Recorded", "fitted", "record"]
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,29 @@ class Recorded:
     relevance: dict[str, Tensor]
 
 
+def fitted(plan: Plan, x: Tensor) -> Tensor:
+    """`x` padded to the batch a `torch.export` plan was captured at (repeating its last
+    sample; the caller keeps the first `len(x)` rows of every result)."""
+    if plan.input_shape is None or tuple(x.shape) == plan.input_shape:
+        return x
+    if tuple(x.shape[1:]) != plan.input_shape[1:] or len(x) > plan.input_shape[0]:
+        raise InvalidConditionError(
+            f"this Plan was captured by torch.export at input shape {plan.input_shape}; the "
+            f"batch has shape {tuple(x.shape)}. Fix: prepare the plan with example_input of "
+            "the atlas's batch size, or pass the model instead of a Plan."
+        )
+    padding = x[-1:].expand(plan.input_shape[0] - len(x), *x.shape[1:])
+    return torch.cat([x, padding])
+
+
 def record(plan: Plan, x: Tensor, nodes: Sequence[fx.Node], target: Any) -> Recorded:
     """Run `plan` on `x`, explain `target` (None, an int or `(batch,)`), and record the
     activation and relevance of `nodes`."""
     _check_input(x)
+    rows = len(x)
+    x = fitted(plan, x)
+    if isinstance(target, Tensor) and target.ndim == 1 and len(target) < len(x):
+        target = torch.cat([target, target[-1:].expand(len(x) - len(target))])
     listed = frozenset(nodes)
     needed = listed.union(*(downstream(plan, node) for node in nodes))
     recorded: dict[fx.Node, Tensor] = {}
@@ -87,8 +106,9 @@ def record(plan: Plan, x: Tensor, nodes: Sequence[fx.Node], target: Any) -> Reco
             f"no relevance reaches node(s) {missing} from the explained output. Fix: list "
             "layers that lie between the input and the output."
         )
-    relevance = {node.name: _rescaled(recorded[node], scale) for node in nodes}
-    return Recorded(output, explained, activation, relevance)
+    relevance = {node.name: _rescaled(recorded[node], scale)[:rows] for node in nodes}
+    activation = {name: value[:rows] for name, value in activation.items()}
+    return Recorded(output[:rows], explained[:rows], activation, relevance)
 
 
 def _as_index(target: Any, output: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ from torch import Tensor
 from ._atlas_data import read_sample
 from ._conditional import conditional
 from ._nodes import InvalidConditionError
+from ._record import fitted
 from ._regions import bounding_box, receptive_field
 
 __all__ = ["References", "default_pixels", "reference_batch"]
@@ -85,13 +86,19 @@ def reference_batch(
     flat = indices.reshape(-1)
     present = np.flatnonzero(flat >= 0)
     heatmaps, inputs = None, None
+    if plan.input_shape is not None:  # a torch.export plan explains its batch size at most
+        batch_size = min(batch_size, plan.input_shape[0])
     for first in range(0, len(present), batch_size):
         rows = present[first : first + batch_size]
         x = torch.stack([_read(dataset, int(flat[row])) for row in rows])
         x = x.to(_device_of(plan), _dtype_of(plan, x))
         kept = channels.repeat_interleave(n)[torch.as_tensor(rows)].reshape(-1, 1)
         target = torch.as_tensor(targets.reshape(-1)[rows], device=x.device)
+        rows_here = len(x)
+        x = fitted(plan, x)
+        kept, target = fitted_like(kept, x), fitted_like(target, x)
         maps = conditional(plan, x, None, [{node: kept.to(x.device)}], target=target)[0]
+        maps, x = maps[:rows_here], x[:rows_here]
         if heatmaps is None:
             heatmaps = torch.zeros((m * n, *x.shape[1:]), dtype=maps.dtype, device="cpu")
             inputs = torch.zeros_like(heatmaps)
@@ -112,6 +119,13 @@ def reference_batch(
         images.reshape(m, n, *images.shape[1:]),
         crops.reshape(m, n, *crops.shape[1:]),
     )
+
+
+def fitted_like(values: Tensor, x: Tensor) -> Tensor:
+    """Per-sample `values` padded like `fitted` pads `x` (repeating the last one)."""
+    if len(values) == len(x):
+        return values
+    return torch.cat([values, values[-1:].expand(len(x) - len(values), *values.shape[1:])])
 
 
 def _read(dataset: Any, index: int) -> Tensor:

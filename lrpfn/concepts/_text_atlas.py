@@ -90,8 +90,9 @@ def text_atlas(
             `get_input_embeddings()` whose forward takes `inputs_embeds=` and returns
             `.logits`).
         input_ids: `(N, T)` token ids, all sequences of one length, without padding.
-        layers: module names of `model` (a transformer's MLP: `Neurons(name)`; the
-            heads' outputs before the attention's projection: `Heads(name, heads)`).
+        layers: module names of `model` (a transformer's MLP: `Neurons(name)`), or
+            graph node names (the heads' outputs before the attention's projection:
+            `Heads(node, heads)`; an error names the candidate nodes of a module).
         out: the store's folder.
         rules: a rule mapping (default `lrpfn.composites.attnlrp()`).
         labels: `(N,)` class labels (for `target="label"`), else none.
@@ -104,7 +105,7 @@ def text_atlas(
         k, target, batch_size, progress, model_name: as for `atlas`.
 
     Returns:
-        The `Atlas`; its layer names carry the prefix "model.".
+        The `Atlas`; the module names among its layers carry the prefix "model.".
     """
     if not isinstance(input_ids, Tensor) or input_ids.ndim != 2 or input_ids.is_floating_point():
         raise DatasetError("input_ids must be an (N, tokens) integer tensor.")
@@ -119,13 +120,14 @@ def text_atlas(
     with torch.no_grad():
         if wrapper(embeddings[:1]).ndim == 3:
             wrapper = _EmbeddingsToLogits(model, mask, position)
+    modules = {name for name, _ in model.named_modules()}
     label = torch.full((len(input_ids),), -1) if labels is None else torch.as_tensor(labels)
     data = torch.utils.data.TensorDataset(embeddings, label)
     result = atlas(
         wrapper,
         data,
         attnlrp() if rules is None else rules,
-        [_prefixed(layer) for layer in layers],
+        [_prefixed(layer, modules) for layer in layers],
         out,
         k=k,
         target=target,
@@ -138,12 +140,16 @@ def text_atlas(
     return result
 
 
-def _prefixed(layer: Layer) -> Layer:
+def _prefixed(layer: Layer, modules: set[str]) -> Layer:
+    """A module name of the model as the wrapper names it; graph node names unchanged."""
+    name = layer if isinstance(layer, str) else layer.name
+    if name not in modules:
+        return layer
     if isinstance(layer, Neurons):
-        return Neurons(PREFIX + layer.name)
+        return Neurons(PREFIX + name)
     if isinstance(layer, Heads):
-        return Heads(PREFIX + layer.name, layer.heads)
-    return PREFIX + layer
+        return Heads(PREFIX + name, layer.heads)
+    return PREFIX + name
 
 
 def _write_tokens(out, input_ids: Tensor, tokenizer: Any) -> None:
