@@ -160,3 +160,10 @@ def test_explain_vit_smoke(tmp_path):
     result = _run("explain_vit.py", "--smoke", cwd=tmp_path)
     assert _is_png(tmp_path / "out" / "vit_explanations.png")
     assert "attnlrp(gamma=0.25) and cp_lrp" in result.stdout
+
+
+def test_atlas_digits(tmp_path):
+    result = _run("atlas_digits.py", "--smoke", "--out", "atlas", cwd=tmp_path)
+    assert _is_png(tmp_path / "atlas" / "atlas.png")
+    assert (tmp_path / "atlas" / "atlas.zarr" / "layers" / "3").is_dir()
+    assert "class 9: channels" in result.stdout
