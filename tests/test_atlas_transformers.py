@@ -9,6 +9,8 @@ reference is a float64 NumPy computation from `lrpfn.relevances` and torch forwa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -239,3 +241,31 @@ def test_text_atlas_of_bert_neurons_with_token_contexts(tmp_path) -> None:
     assert group["tokens"][0].tolist() == [f"t{i}" for i in ids[0].tolist()]
     assert refs.token_relevance.shape == (2, 3, 6) and refs.images is None
     np.testing.assert_allclose(refs.token_relevance, refs.heatmaps.sum(-1).numpy())
+
+
+def vit_images() -> torch.utils.data.TensorDataset:
+    """10 generated 32x32 images in float32, for the command line test."""
+    generator = torch.Generator().manual_seed(9)
+    x = torch.rand((10, 3, 32, 32), generator=generator)
+    return torch.utils.data.TensorDataset(x, torch.arange(10) % 5)
+
+
+def test_the_command_line_takes_transformer_neurons(tmp_path, capsys) -> None:
+    import zarr
+
+    from lrpfn.cli import main
+
+    here = Path(__file__).resolve().parent
+    out = tmp_path / "vit.zarr"
+    status = main([
+        "atlas", "--model", f"{here / 'attention_models.py'}:tiny_vit",
+        "--data", "test_atlas_transformers:vit_images", "--rules", "attnlrp",
+        "--neurons", "encoder.layers.encoder_layer_0.mlp.1", "--out", str(out), "--k", "3",
+        "--batch-size", "4", "--references", "2", "--size", "8", "--quiet",
+    ])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    layer = zarr.open_group(str(out), mode="r")["layers/encoder.layers.encoder_layer_0.mlp.1"]
+    assert layer.attrs["kind"] == "neuron" and layer.attrs["channels"] == 32
+    assert layer["references/images"].shape == (32, 2, 8, 8, 3)
+    assert main(["atlas", "--model", "x:y", "--data", "digits", "--out", "o", "--heads", "a"]) == 1
+    assert "--heads takes NAME:H" in capsys.readouterr().err

@@ -5,7 +5,9 @@
     torchrun --nproc_per_node=4 -m lrpfn atlas ...        # the same, on 4 ranks
     lrpfn atlas --model lrpfn.datasets:digits_cnn --data digits --layer 3 --out d.zarr
 
-`--data` is read as by `lrpfn explain-dataset`. After the run, rank 0 writes each layer's
+`--data` is read as by `lrpfn explain-dataset`. Transformer concepts: `--neurons NAME`
+(the last axis, e.g. an MLP's hidden units) and `--heads NAME:H` (H heads side by side on
+the last axis). After the run, rank 0 writes each layer's
 reference crops and conditional heatmaps into the store (`--references N` per concept,
 0 for none) and one PNG per layer (`--figures DIR`, default `<out>.figures/`) with the
 `--plot-concepts` concepts of largest mean relevance over the data set. Running the same
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..concepts import atlas, plot_atlas
+from ..concepts import Heads, Neurons, atlas, plot_atlas
 from ..datasets import Digits, ImageFolder
 from ._common import CLIError, add_model_arguments, check_rule_name, make_rules
 from ._images import IMAGE_SUFFIXES, preprocessing_from
@@ -42,7 +44,19 @@ def register(commands) -> None:
         "--data", required=True, help="an ImageFolder-layout folder, module:attr, or digits"
     )
     verb.add_argument(
-        "--layer", action="append", required=True, help="a layer (node or module name); repeatable"
+        "--layer", action="append", default=[], help="a layer (node or module name); repeatable"
+    )
+    verb.add_argument(
+        "--neurons",
+        action="append",
+        default=[],
+        help="a transformer layer whose last axis holds the concepts (MLP neurons); repeatable",
+    )
+    verb.add_argument(
+        "--heads",
+        action="append",
+        default=[],
+        help="NAME:H, a transformer layer whose last axis holds H heads' outputs; repeatable",
     )
     verb.add_argument("--out", required=True, help="the Zarr store (a folder)")
     verb.add_argument("--k", type=int, default=40, help="samples kept per concept (40)")
@@ -62,6 +76,7 @@ def register(commands) -> None:
 
 
 def _atlas(args: argparse.Namespace) -> int:
+    layers = _layers(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.references < 0 or args.references > args.k:
@@ -81,7 +96,7 @@ def _atlas(args: argparse.Namespace) -> int:
         model,
         dataset,
         make_rules(args.rules, preprocessing.mean, preprocessing.std),
-        args.layer,
+        layers,
         args.out,
         k=args.k,
         target=_target(args.target),
@@ -105,6 +120,19 @@ def _atlas(args: argparse.Namespace) -> int:
         + (f"; figures in {figures}" if args.references else "")
     )
     return 0
+
+
+def _layers(args: argparse.Namespace) -> list[Any]:
+    """`--layer`, `--neurons` and `--heads NAME:H` as the atlas's layer list."""
+    layers: list[Any] = [*args.layer, *(Neurons(name) for name in args.neurons)]
+    for spec in args.heads:
+        name, _, count = spec.rpartition(":")
+        if not name or not count.isdigit() or int(count) < 1:
+            raise CLIError(f"--heads takes NAME:H (e.g. blocks.3.attn.norm:3), got {spec!r}.")
+        layers.append(Heads(name, int(count)))
+    if not layers:
+        raise CLIError("name at least one layer: --layer, --neurons or --heads.")
+    return layers
 
 
 def _pixels(mean, std):

@@ -7,10 +7,15 @@
     maps = concepts.conditional(plan, x, None, top.conditions("layer4"))  # (5, *x.shape)
     where = concepts.receptive_field(maps)                         # (5, batch, H, W) bool
 
+    atlas = concepts.atlas(model, dataset, rules, ["layer3", "layer4"], "r.atlas.zarr")
+    indices, scores = atlas.top("layer4", "relevance_max")          # (channels, k) each
+    refs = atlas.references("layer4", 312, n=8)                      # crops and heatmaps
+
 A condition `{node: channels}` keeps the relevance of the listed channels at that node
 and zeroes the rest before the walk goes on; k conditions are computed in one call, with
 the forward pass shared and the k walks vmapped (Achtibat et al. 2023, Nature Machine
-Intelligence 5).
+Intelligence 5). The atlas reduces a whole data set to every concept's top-k samples
+(reference samples), into a Zarr store, in one process or under `torchrun`.
 """
 
 from ._atlas import atlas
