@@ -189,6 +189,41 @@ def test_a_rerun_completes_an_interrupted_store(tmp_path) -> None:
     assert resumed.top("3", "relevance_max")[0].shape == (16, 7)
 
 
+def test_a_crash_between_a_chunks_writes_and_its_mark_rewrites_that_chunk(
+    tmp_path, monkeypatch
+) -> None:
+    """The process dies after chunk 2's arrays are written and before it is marked
+    complete: the rerun writes chunk 2 again and the store equals an uninterrupted one."""
+    from lrpfn.concepts import _atlas_store
+
+    marked = _atlas_store.mark_complete
+
+    def dies_at_chunk_2(group, chunk):
+        if chunk == 2:
+            raise KeyboardInterrupt  # what a kill looks like from here: nothing after it runs
+        marked(group, chunk)
+
+    out = tmp_path / "a.zarr"
+    with monkeypatch.context() as patch:
+        patch.setattr(_atlas_store, "mark_complete", dies_at_chunk_2)
+        with pytest.raises(KeyboardInterrupt):
+            run(out, model_name="cnn")
+    group = zarr.open_group(str(out), mode="r")
+    assert group["complete"][...].tolist() == [True, True, False, False, False, False]
+    assert not np.isnan(group["layers/3/relevance_sum/samples"][32:48]).any()  # written
+    run(out, model_name="cnn")
+    run(tmp_path / "b.zarr", model_name="cnn")
+    a, b = zarr.open_group(str(out), mode="r"), zarr.open_group(str(tmp_path / "b.zarr"))
+    assert a.attrs["lrpfn"]["runs"][-1]["chunks_written"] == 4
+    for name in ["complete", "class_count", "layers/3/class_relevance"] + [
+        f"layers/{layer}/{ordering}/{part}"
+        for layer in LAYERS
+        for ordering in ORDERINGS
+        for part in ("indices", "scores")
+    ]:
+        np.testing.assert_array_equal(a[name][...], b[name][...], err_msg=name)
+
+
 def test_a_store_of_other_settings_is_refused_naming_what_differs(tmp_path) -> None:
     run(tmp_path / "a.zarr")
     with pytest.raises(StoreMismatchError) as raised:

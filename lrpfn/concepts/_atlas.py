@@ -152,7 +152,9 @@ def _run(plan, dataset, layers, out, options, names, ranks) -> None:
     device = _device_of(plan)
     start = None
     if ranks.rank == 0:
-        start = _attempt(lambda: _start(plan, dataset, layers, nodes, out, options, names, ranks))
+        start = _attempt(
+            lambda: _start(plan, dataset, layers, nodes, out, options, names, ranks), ranks
+        )
     started = _ranks.share(start, ranks)
     if started[0] == "failed":
         raise started[1](started[2])
@@ -169,11 +171,13 @@ def _run(plan, dataset, layers, out, options, names, ranks) -> None:
         finish(out, layout, reports, missing)
 
 
-def _attempt(start) -> tuple:
-    """Rank 0's start, or the error it raised (to be raised on every rank alike)."""
+def _attempt(start, ranks) -> tuple:
+    """Rank 0's start, or (under torchrun) the error it raised, to be raised on every rank."""
     try:
         return ("started", *start())
     except LRPError as error:
+        if not ranks.distributed:
+            raise
         return ("failed", type(error), str(error))
 
 
