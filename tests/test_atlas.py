@@ -353,3 +353,34 @@ def test_the_command_line_writes_the_store_references_and_figures(tmp_path, caps
     assert group["layers/3/references/images"].shape == (16, 3, 10, 10, 3)
     assert sorted(p.name for p in (tmp_path / "d.zarr.figures").iterdir()) == ["3.png", "6.png"]
     assert "wrote the atlas of 2 layer(s)" in capsys.readouterr().out
+
+
+def mlp() -> torch.nn.Module:
+    """A dense network on 6 features (a `module:attr` for the command line)."""
+    torch.manual_seed(4)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+
+
+def vectors() -> torch.utils.data.TensorDataset:
+    generator = torch.Generator().manual_seed(5)
+    return torch.utils.data.TensorDataset(
+        torch.randn((12, 6), generator=generator), torch.arange(12) % 3
+    )
+
+
+def test_the_command_line_on_feature_vectors_keeps_references_without_figures(
+    tmp_path, capsys
+) -> None:
+    from lrpfn.cli import main
+
+    out = tmp_path / "v.zarr"
+    status = main([
+        "atlas", "--model", f"{Path(__file__).resolve()}:mlp", "--data", "test_atlas:vectors",
+        "--rules", "epsilon", "--layer", "1", "--out", str(out), "--k", "4",
+        "--batch-size", "5", "--references", "2", "--quiet",
+    ])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    group = zarr.open_group(str(out), mode="r")
+    assert group["layers/1/references/indices"].shape == (8, 2)
+    assert "images" not in group["layers/1/references"]
+    assert "no figure of layer 1: the inputs are not images" in capsys.readouterr().out

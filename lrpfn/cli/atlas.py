@@ -114,7 +114,9 @@ def _atlas(args: argparse.Namespace) -> int:
         size = (args.size, args.size)
         result.render_references(n=args.references, size=size, to_pixels=_pixels(mean, std))
         for layer in result.layers:
-            _figure(result, layer, args.plot_concepts, figures / f"{_file_name(layer)}.png")
+            path = figures / f"{_file_name(layer)}.png"
+            if not _figure(result, layer, args.plot_concepts, path):
+                print(f"no figure of layer {layer}: the inputs are not images")
     print(
         f"wrote the atlas of {len(result.layers)} layer(s) to {args.out}"
         + (f"; figures in {figures}" if args.references else "")
@@ -148,11 +150,14 @@ def _pixels(mean, std):
     return to_pixels
 
 
-def _figure(result, layer: str, count: int, path: Path) -> None:
-    """The `count` concepts of largest mean normalised relevance over the data set."""
+def _figure(result, layer: str, count: int, path: Path) -> bool:
+    """The `count` concepts of largest mean normalised relevance over the data set (False
+    where the references have no image crops)."""
     import zarr
 
     group = zarr.open_group(result.store, mode="r")
+    if "images" not in group[f"layers/{layer}/references"]:
+        return False
     weights = np.asarray(group["class_count"][...], dtype=np.float64)
     means = np.nan_to_num(result.class_relevance(layer).astype(np.float64))
     overall = weights @ means / max(weights.sum(), 1.0)
@@ -166,6 +171,7 @@ def _figure(result, layer: str, count: int, path: Path) -> None:
         indices=np.asarray(references["indices"][...])[concepts],
         title=f"{layer}: the concepts of largest mean relevance and their top samples",
     )
+    return True
 
 
 def _file_name(layer: str) -> str:

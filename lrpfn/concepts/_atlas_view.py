@@ -177,7 +177,7 @@ class Atlas:
             if parts[0].token_relevance is not None:
                 tokens = np.concatenate([part.token_relevance for part in parts])
                 arrays["token_relevance"] = _unit_scale(tokens)
-            else:
+            elif parts[0].images is not None:
                 arrays["images"] = np.concatenate([part.images for part in parts])
                 arrays["heatmaps"] = _unit_scale(np.concatenate([part.crops for part in parts]))
             for name, values in arrays.items():

@@ -35,7 +35,8 @@ class References(NamedTuple):
         scores: `(m, n)` their scores in the ordering the references were chosen by.
         heatmaps: `(m, n, *input_shape)` the conditional input relevance (zeros for -1).
         boxes: `(m, n, 4)` the crop boxes (top, left, bottom, right; exclusive ends);
-            None for inputs that are not images `(C, H, W)`.
+            None for inputs that are not images `(C, H, W)` (3-d inputs are read as token
+            embeddings `(tokens, features)`).
         images: `(m, n, h, w, 3)` uint8 crops of the inputs (None for non-images).
         crops: `(m, n, h, w)` the heatmaps summed over the input's channels, cropped alike
             (None for non-images).
@@ -110,6 +111,8 @@ def reference_batch(
     if heatmaps.ndim == 3:  # token embeddings (tokens, features)
         tokens = heatmaps.sum(dim=-1).reshape(m, n, -1).numpy()
         return References(indices, scores, maps, None, None, None, tokens)
+    if heatmaps.ndim != 4:  # neither images nor tokens: the heatmaps alone
+        return References(indices, scores, maps, None, None, None)
     boxes, images, crops = _crops(inputs, heatmaps, size, to_pixels or default_pixels)
     return References(
         indices,
