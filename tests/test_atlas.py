@@ -315,6 +315,10 @@ def test_load_atlas_reads_a_store_back(tmp_path) -> None:
     assert loaded.references("0", 1, n=2).images.shape[:2] == (1, 2)
     with pytest.raises(DatasetError, match="need the model and the data set"):
         concepts.load_atlas(tmp_path / "a.zarr").references("0", 1)
+    with pytest.raises(DatasetError, match="no atlas store at"):
+        concepts.load_atlas(tmp_path / "missing.zarr")
+    with pytest.raises(DatasetError, match=r"the atlas has no layer 'features\.1'"):
+        loaded.top("features.1")
 
 
 @pytest.mark.parametrize(

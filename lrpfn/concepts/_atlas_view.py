@@ -43,7 +43,10 @@ class Atlas:
     ) -> None:
         self.store = str(store)
         self.plan, self.dataset = plan, dataset
-        attributes = self._group().attrs.get(ATTRIBUTE, {})
+        try:
+            attributes = self._group().attrs.get(ATTRIBUTE, {})
+        except FileNotFoundError as error:
+            raise DatasetError(f"no atlas store at {self.store}.") from error
         if attributes.get("format") != FORMAT:
             raise DatasetError(f"{self.store} is not an atlas store (lrpfn.atlas/1).")
         self.layers: list[str] = list(attributes["layers"])
@@ -60,7 +63,7 @@ class Atlas:
         return self._group()[f"layers/{layer}"]
 
     def kind(self, layer: str) -> str:
-        """ "channel", "neuron" or "head"."""
+        """The kind of the layer's concepts: "channel", "neuron" or "head"."""
         return str(self._layer(layer).attrs["kind"])
 
     def _spec(self, layer: str) -> str | Neurons | Heads:
