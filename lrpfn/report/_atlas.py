@@ -45,14 +45,14 @@ def _layer(layer, name, number, out, tokens, percentile, cmap) -> dict:
         "channels": int(attributes.get("channels", layer["class_relevance"].shape[1])),
         "k": int(attributes.get("k", 0)),
         "orderings": {},
-        "class_relevance": np.round(layer["class_relevance"][:].astype(np.float64), 5).tolist(),
+        "class_relevance": _finite(layer["class_relevance"][:]),
         "references": None,
     }
     for ordering in ORDERINGS:
         if ordering in layer:
             record["orderings"][ordering] = {
                 "indices": layer[ordering]["indices"][:].tolist(),
-                "scores": np.round(layer[ordering]["scores"][:].astype(np.float64), 5).tolist(),
+                "scores": _finite(layer[ordering]["scores"][:]),
             }
     if "references" in layer:
         references = layer["references"]
@@ -61,6 +61,13 @@ def _layer(layer, name, number, out, tokens, percentile, cmap) -> dict:
         elif "token_relevance" in references and tokens is not None:
             record["references"] = _token_references(references, tokens, percentile, cmap)
     return record
+
+
+def _finite(values: np.ndarray) -> list:
+    """Nested lists of the values rounded to 5 decimals, None where NaN (a class never
+    explained, a missing sample): JSON has no NaN."""
+    rounded = np.round(values.astype(np.float64), 5)
+    return np.where(np.isfinite(rounded), rounded, None).tolist()
 
 
 def _image_references(references, number, out, percentile, cmap) -> list[list[dict]]:
