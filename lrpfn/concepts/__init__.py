@@ -15,14 +15,18 @@ Intelligence 5).
 
 from ._conditional import conditional, importance
 from ._nodes import InvalidConditionError
+from ._prune import PruningError, prune, weight_magnitude
 from ._regions import TopConcepts, bounding_box, receptive_field, top
 
 __all__ = [
     "InvalidConditionError",
+    "PruningError",
     "TopConcepts",
     "bounding_box",
     "conditional",
     "importance",
+    "prune",
     "receptive_field",
     "top",
+    "weight_magnitude",
 ]
