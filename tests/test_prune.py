@@ -137,7 +137,7 @@ def test_bad_input_is_named(tmp_path):
     model = datasets.digits_cnn()
     with pytest.raises(PruningError, match=r"fraction must lie in \[0, 1\], got 1.5"):
         concepts.prune(model, SCORES, 1.5)
-    with pytest.raises(PruningError, match="no layer 'conv9'.*_0, _1"):
+    with pytest.raises(PruningError, match=r"no layer 'conv9'.*_0, _1"):
         concepts.prune(model, {"conv9": [1.0]}, 0.5)
     with pytest.raises(PruningError, match="layer '_0' has 8 channels, its scores 3 values"):
         concepts.prune(model, {"_0": [1.0, 2.0, 3.0]}, 0.5)

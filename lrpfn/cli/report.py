@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..report import write
 from ._common import CLIError
 
 __all__ = ["register"]
@@ -42,8 +43,6 @@ def register(commands) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ..report import write
-
     if args.samples is not None and args.samples < 0:
         raise CLIError(f"--samples must be at least 0, got {args.samples}.")
     if not 0 < args.percentile <= 100:

@@ -174,9 +174,9 @@ def _masked_node(traced: fx.GraphModule, layer: str) -> fx.Node:
     """Where the mask goes: after the layer, or after its BatchNorm (folded by lrpfn)."""
     node = _node(traced, layer)
     users = list(node.users)
-    if len(users) == 1 and users[0].op == "call_module":
-        if isinstance(traced.get_submodule(users[0].target), _NORMS):
-            return users[0]
+    only = users[0] if len(users) == 1 else None
+    if only is not None and only.op == "call_module":
+        return only if isinstance(traced.get_submodule(only.target), _NORMS) else node
     return node
 
 
