@@ -13,18 +13,30 @@ the forward pass shared and the k walks vmapped (Achtibat et al. 2023, Nature Ma
 Intelligence 5).
 """
 
+from ._atlas import atlas
+from ._atlas_figure import plot_atlas
+from ._atlas_view import Atlas, load_atlas
 from ._conditional import conditional, importance
 from ._nodes import InvalidConditionError
 from ._prune import PruningError, prune, weight_magnitude
+from ._references import References
 from ._regions import TopConcepts, bounding_box, receptive_field, top
+from ._scores import Heads, Neurons
 
 __all__ = [
+    "Atlas",
+    "Heads",
     "InvalidConditionError",
+    "Neurons",
     "PruningError",
+    "References",
     "TopConcepts",
+    "atlas",
     "bounding_box",
     "conditional",
     "importance",
+    "load_atlas",
+    "plot_atlas",
     "prune",
     "receptive_field",
     "top",
