@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import zarr
 from PIL import Image
 
 import lrpfn.report
-from lrpfn import datasets
+from lrpfn import composites, concepts, datasets
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -219,3 +220,50 @@ def test_text_concepts_show_token_heatmaps(browser, tmp_path):
     assert [color for _, color in spans] == [rgb(color) for _, color, _ in expected]
     assert remote == [] and errors == []
     page.close()
+
+
+def test_end_to_end_with_a_real_atlas(browser, tmp_path):
+    """`lrpfn explain-dataset` and `lrpfn.concepts.atlas` over the same digits, one report
+    of both: a concept's references and top samples are the atlas's own, and the top
+    samples show the explained store's pictures of those rows."""
+    explained = report_stores.digits_store(tmp_path / "digits.zarr")
+    subset = torch.utils.data.Subset(datasets.Digits(), range(report_stores.ROWS))
+    atlas = concepts.atlas(
+        datasets.digits_cnn(),
+        subset,
+        composites.epsilon_plus(),
+        ["_0", "_3"],
+        tmp_path / "atlas.zarr",
+        k=6,
+        progress=False,
+    )
+    atlas.render_references(n=4, size=(16, 16))
+    out = tmp_path / "site"
+    lrpfn.report.write([explained, tmp_path / "atlas.zarr"], out, spray_classes=[])
+    page, remote, errors = _open(browser, out / "index.html")
+    page.click("#tab-atlas")
+    page.click("#atlas-layers button[data-layer='1']")
+    page.click("#atlas-channels button[data-channel='5']")
+    indices, _ = atlas.top("_3", "relevance_sum")
+    assert _shown_rows(page, "#atlas-top") == [r for r in indices[5].tolist() if r >= 0]
+    assert _images_loaded(page, "#atlas-top")  # the explained store's pictures of those rows
+    group = zarr.open_group(str(tmp_path / "atlas.zarr"), mode="r")
+    assert (
+        _shown_rows(page, "#atlas-references") == group["layers/_3/references/indices"][5].tolist()
+    )
+    sources = page.eval_on_selector_all(
+        "#atlas-references img.image", "is => is.map(i => i.getAttribute('src'))"
+    )
+    for j, source in enumerate(sources):
+        assert np.array_equal(_png(out / source), group["layers/_3/references/images"][5, j])
+    assert remote == [] and errors == []
+    page.close()
+    # the same atlas prunes the model: the scores are its class relevance averaged
+    model = datasets.digits_cnn()
+    table = {layer: np.nanmean(atlas.class_relevance(layer), axis=0) for layer in ("_0", "_3")}
+    x = datasets.Digits().images[:50]
+    with torch.no_grad():
+        assert torch.equal(
+            concepts.prune(model, tmp_path / "atlas.zarr", 0.5)(x),
+            concepts.prune(model, table, 0.5)(x),
+        )
