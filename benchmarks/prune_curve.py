@@ -8,8 +8,8 @@ The CNN of examples/_digits.py (16 and 32 channels) is trained for a few seconds
 fixed seeds on 75% of scikit-learn's digits (3 models; the accuracies are their means). The relevance criterion is the per-class
 relevance of each channel that `lrpfn.concepts.atlas` stores (`class_relevance`: per
 explained class, the mean over its samples of the channel's relevance normalised by the
-sum of absolute relevance of the layer), computed here over the training samples
-(each explained for its label, epsilon-plus rules) and averaged over the classes; the
+sum of absolute relevance of the layer), from an atlas over the training samples (each
+explained for its label, epsilon-plus rules), averaged over the classes; the
 same fraction of channels of both convolutions is removed (masked) by
 `lrpfn.concepts.prune` (or, `global`, the lowest scores of both layers together). Weight magnitude scores each filter by the L1 norm of its
 weights; random pruning averages 5 seeded random rankings. Accuracy on the 25% held out.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "examples"))
 import _digits  # noqa: E402
 
-import lrpfn  # noqa: E402
 from lrpfn import composites, concepts  # noqa: E402
 
 LAYERS = ("_0", "_3")  # the two convolutions of the Sequential
@@ -48,24 +48,27 @@ def trained_cnn(data: _digits.Digits, epochs: int, seed: int) -> torch.nn.Module
     return _digits.train(model, data.x_train, data.y_train, epochs, seed=seed, progress=False)
 
 
-def class_relevance(model, x: torch.Tensor, y: torch.Tensor, layer: str) -> np.ndarray:
-    """`(classes, C)`: per class, the mean over its samples of the channel relevance
-    divided by the layer's total absolute relevance (the atlas's `class_relevance`)."""
-    plan = lrpfn.prepare(model, composites.epsilon_plus())
-    relevance = torch.cat(
-        [
-            concepts.importance(plan, part, None, layer, target=labels)
-            for part, labels in zip(torch.split(x, 256), torch.split(y, 256), strict=True)
-        ]
-    ).double()
-    normalised = relevance / relevance.abs().sum(1, keepdim=True).clamp_min(1e-12)
-    return np.stack([normalised[y == c].mean(0).numpy() for c in range(int(y.max()) + 1)])
+def atlas_scores(model, data: _digits.Digits, folder: Path) -> dict[str, np.ndarray]:
+    """The atlas of both convolutions over the training samples (each explained for its
+    label): per layer its `class_relevance` averaged over the classes."""
+    training = torch.utils.data.TensorDataset(data.x_train, data.y_train)
+    atlas = concepts.atlas(
+        model,
+        training,
+        composites.epsilon_plus(),
+        list(LAYERS),
+        folder / "atlas.zarr",
+        k=8,
+        target="label",
+        batch_size=256,
+        progress=False,
+    )
+    return {layer: np.nanmean(atlas.class_relevance(layer), axis=0) for layer in LAYERS}
 
 
 def curves(model, data: _digits.Digits, fractions) -> dict[str, list[float]]:
-    relevance = {
-        layer: class_relevance(model, data.x_train, data.y_train, layer).mean(0) for layer in LAYERS
-    }
+    with tempfile.TemporaryDirectory() as folder:
+        relevance = atlas_scores(model, data, Path(folder))
     magnitude = concepts.weight_magnitude(model, LAYERS)
     generator = np.random.default_rng(0)
     random_tables = [
