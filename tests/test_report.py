@@ -172,7 +172,7 @@ def test_bad_stores_and_folders_are_named(stores, tmp_path, capsys):
         lrpfn.report.write([stores[0], stores[0]], tmp_path / "b")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
-    with pytest.raises(ReportError, match="not empty and holds no earlier report"):
+    with pytest.raises(ReportError, match=r"holds files that are not a report's \(notes.txt\)"):
         lrpfn.report.write(stores[1], tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     with pytest.raises(ReportError, match="unknown colormap 'jet'"):
@@ -183,3 +183,19 @@ def test_bad_stores_and_folders_are_named(stores, tmp_path, capsys):
         lrpfn.report.write(tmp_path / "other.zarr", tmp_path / "d")
     assert main(["report", str(stores[1]), "--out", str(tmp_path / "e"), "--percentile", "0"]) == 1
     assert "--percentile must lie in (0, 100]" in capsys.readouterr().err
+
+
+def test_a_store_of_inputs_that_are_no_images_lists_its_rows(tmp_path):
+    import torch
+
+    from lrpfn import composites
+
+    flat = torch.utils.data.TensorDataset(torch.rand(30, 5), torch.arange(30) % 3)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 3)).eval()
+    datasets.explain(model, flat, composites.epsilon_plus(), tmp_path / "f.zarr", progress=False)
+    lrpfn.report.write(tmp_path / "f.zarr", tmp_path / "site")
+    data = json.loads((tmp_path / "site" / "data" / "report.json").read_text())
+    assert data["spray"] == [] and len(data["samples"]) == 30
+    assert all(record["images"] == {} for record in data["samples"])
+    with pytest.raises(ReportError, match="SpRAy needs image heatmaps"):
+        lrpfn.report.write(tmp_path / "f.zarr", tmp_path / "site", spray_classes=[0])

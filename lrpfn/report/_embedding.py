@@ -36,7 +36,7 @@ def spray_sections(
 ) -> list[dict]:
     """One section per class: rows, clusters, embedding, eigenvalues and pooled maps."""
     relevance = store.group["relevance"]
-    if relevance.ndim != 4:
+    if relevance.ndim != 4 and classes:
         raise ReportError(
             f"SpRAy needs image heatmaps (N, C, H, W); {store.location} holds relevance of "
             f"shape {relevance.shape}. Fix: pass spray_classes=[] (--no-spray)."

@@ -17,25 +17,28 @@ from pathlib import Path
 
 from ._errors import ReportError
 
-__all__ = ["MARKER", "prepare_folder", "write_page"]
+__all__ = ["prepare_folder", "write_page"]
 
-MARKER = Path("data") / "report.json"
+_JSON = Path("data") / "report.json"
 _ASSETS = ("report.js", "report.css")
+_OWN = {"img", "data", "assets", "index.html"}  # what a report writes into its folder
 
 
 def prepare_folder(out: str | Path) -> Path:
-    """`out` ready for a new report: created, or emptied of an earlier report's files.
+    """`out` ready for a new report: created, or emptied of an earlier (or unfinished)
+    report's files.
 
     Raises:
-        ReportError: `out` is a file, or a folder with other contents.
+        ReportError: `out` is a file, or a folder with anything else in it.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ReportError(f"{out} is a file. Fix: choose a folder for the report.")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / MARKER).is_file():
+    if out.is_dir():
+        others = sorted(p.name for p in out.iterdir() if p.name not in _OWN)
+        if others:
             raise ReportError(
-                f"{out} is not empty and holds no earlier report ({MARKER} is missing). Fix: "
+                f"{out} holds files that are not a report's ({', '.join(others[:5])}). Fix: "
                 "choose an empty or new folder."
             )
         for name in ("img", "data", "assets"):
@@ -68,6 +71,6 @@ def write_page(out: Path, data: dict, title: str) -> Path:
     (out / "index.html").write_text(page, encoding="utf-8")
     text = json.dumps(data, separators=(",", ":"), allow_nan=False)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text(text, encoding="utf-8")
+    (out / _JSON).write_text(text, encoding="utf-8")
     (out / "data" / "report.js").write_text(f"window.LRPFN_REPORT = {text};\n", encoding="utf-8")
     return out / "index.html"

@@ -20,7 +20,7 @@ from ._atlas import atlas_layers
 from ._embedding import spray_classes as classes_with_rows, spray_sections
 from ._errors import ReportError
 from ._page import prepare_folder, write_page
-from ._samples import sample_records
+from ._samples import has_pictures, sample_records
 from ._stores import ATLAS, DATASETS, Store, class_name, open_store
 
 __all__ = ["write"]
@@ -46,10 +46,12 @@ def write(
             `lrpfn explain-dataset` (its samples with input, heatmap and overlay, and the
             SpRAy of its classes) and one written by `lrpfn atlas` (its concepts). Given
             both, over the same data set, an atlas's top samples show their pictures.
-        out: the report's folder: new, empty, or holding an earlier report (replaced).
+        out: the report's folder: new, empty, or holding an earlier report (replaced);
+            a folder with other files is refused.
         samples: how many rows (the first ones) the gallery shows; None: all.
         spray_classes: the explained classes whose heatmaps are clustered (SpRAy); None:
-            every class with more than `max(clusters, neighbors)` valid rows; `[]`: none.
+            every class with more than `max(clusters, neighbors)` valid rows (for image
+            heatmaps; none for other inputs); `[]`: none.
         clusters: clusters per class.
         neighbors: neighbours per heatmap in SpRAy's affinity graph.
         percentile: heatmaps are divided by this percentile of their absolute values and
@@ -82,11 +84,12 @@ def write(
         "atlas": None,
     }
     if explained is not None:
-        wanted = (
-            classes_with_rows(explained, clusters, neighbors)
-            if spray_classes is None
-            else [int(c) for c in spray_classes]
-        )
+        if spray_classes is not None:
+            wanted = [int(c) for c in spray_classes]
+        elif has_pictures(explained):
+            wanted = classes_with_rows(explained, clusters, neighbors)
+        else:
+            wanted = []  # SpRAy clusters image heatmaps
         data["spray"] = spray_sections(explained, wanted, clusters, neighbors, seed)
         gallery = np.arange(explained.rows if samples is None else min(samples, explained.rows))
         shown = np.union1d(gallery, [r for section in data["spray"] for r in section["rows"]])
