@@ -29,6 +29,7 @@ browser:
 
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check lrpfn tests examples benchmarks
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 2 -q
 	$(PY) benchmarks/bench_lrp.py --quick --no-write
 
@@ -37,6 +38,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lrpfn tests examples benchmarks
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format lrpfn tests examples benchmarks
