@@ -27,9 +27,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .._plan import Plan, prepare
 from .._version import __version__
 from ..datasets import DatasetError
+from ..engine import Plan, prepare
 from ..errors import LRPError
 from . import _atlas_store as store, _ranks
 from ._atlas_data import class_names, read_chunks, sample_path

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._plan import Plan, prepare
 from ..datasets import DatasetError
+from ..engine import Plan, prepare
 from ._atlas_store import ATTRIBUTE, FORMAT, ORDERINGS
 from ._references import References, reference_batch
 

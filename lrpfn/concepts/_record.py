@@ -18,11 +18,18 @@ from typing import Any
 import torch
 from torch import Tensor, fx
 
-from .._api import _check_input, _initial_relevance, _power_of_two_scale, _rescaled
-from .._capture import TRACE_LOCK
-from .._handlers import Handler, Step
-from .._plan import Plan
-from .._traverse import backward, forward
+from ..engine import (
+    TRACE_LOCK,
+    Handler,
+    Plan,
+    Step,
+    backward,
+    check_input,
+    forward,
+    initial_relevance,
+    power_of_two_scale,
+    rescaled,
+)
 from ..errors import InvalidTargetError
 from ._nodes import InvalidConditionError, downstream
 
@@ -49,7 +56,7 @@ class Recorded:
 def record(plan: Plan, x: Tensor, nodes: Sequence[fx.Node], target: Any) -> Recorded:
     """Run `plan` on `x`, explain `target` (None, an int or `(batch,)`), and record the
     activation and relevance of `nodes`."""
-    _check_input(x)
+    check_input(x)
     listed = frozenset(nodes)
     needed = listed.union(*(downstream(plan, node) for node in nodes))
     recorded: dict[fx.Node, Tensor] = {}
@@ -76,10 +83,10 @@ def record(plan: Plan, x: Tensor, nodes: Sequence[fx.Node], target: Any) -> Reco
                 f"the atlas explains a model output of shape (batch, classes), got "
                 f"{tuple(output.shape)}."
             )
-        initial = _initial_relevance(output, target, None)
+        initial = initial_relevance(output, target, None)
         explained = output.argmax(dim=1) if target is None else _as_index(target, output)
-        scale = _power_of_two_scale(initial, output.ndim)
-        start = _rescaled(initial, scale.reciprocal())
+        scale = power_of_two_scale(initial, output.ndim)
+        start = rescaled(initial, scale.reciprocal())
         backward(walked, env, output_node, start, False, owned=True)
     missing = [node.name for node in nodes if node not in recorded]
     if missing:
@@ -87,7 +94,7 @@ def record(plan: Plan, x: Tensor, nodes: Sequence[fx.Node], target: Any) -> Reco
             f"no relevance reaches node(s) {missing} from the explained output. Fix: list "
             "layers that lie between the input and the output."
         )
-    relevance = {node.name: _rescaled(recorded[node], scale) for node in nodes}
+    relevance = {node.name: rescaled(recorded[node], scale) for node in nodes}
     return Recorded(output, explained, activation, relevance)
 
 
