@@ -148,3 +148,21 @@ def test_bad_input_is_named(tmp_path):
     report_stores.digits_store(tmp_path / "d.zarr")
     with pytest.raises(PruningError, match="not an atlas store"):
         concepts.prune(model, tmp_path / "d.zarr", 0.5)
+
+
+@pytest.mark.slow
+def test_the_pruning_curve_script_runs():
+    import subprocess
+
+    script = HERE.parent / "benchmarks" / "prune_curve.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--no-write"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| 0.")]
+    assert [row.split("|")[1].strip() for row in rows] == ["0.0", "0.5", "0.9"]
+    unpruned = {cell.strip() for cell in rows[0].split("|")[2:-1]}
+    assert len(unpruned) == 1  # nothing removed: every criterion gives the same accuracy
