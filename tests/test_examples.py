@@ -2,6 +2,7 @@
 builds with `mkdocs build --strict`: none of them can rot unnoticed."""
 
 import gzip
+import json
 import os
 import struct
 import subprocess
@@ -104,6 +105,15 @@ def _imagenet_folder(root: Path) -> None:
         folder.mkdir(parents=True)
         pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / f"{synset}_0.JPEG")
+
+
+def test_report_digits(tmp_path):
+    _run("report_digits.py", "--smoke", "--out", "r", cwd=tmp_path)
+    report = json.loads((tmp_path / "r" / "report" / "data" / "report.json").read_text())
+    assert [section["class"] for section in report["spray"]] == [3]
+    assert len(report["samples"]) == 1797 and report["samples"][0]["label_name"] == "digit 0"
+    assert [layer["name"] for layer in report["atlas"]["layers"]] == ["_0", "_3"]
+    assert report["atlas"]["linked"] and report["atlas"]["layers"][1]["references"]
 
 
 @pytest.mark.slow

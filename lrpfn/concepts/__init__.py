@@ -23,6 +23,7 @@ from ._atlas_figure import plot_atlas
 from ._atlas_view import Atlas, load_atlas
 from ._conditional import conditional, importance
 from ._nodes import InvalidConditionError
+from ._prune import PruningError, prune, weight_magnitude
 from ._references import References
 from ._regions import TopConcepts, bounding_box, receptive_field, top
 from ._scores import Heads, Neurons
@@ -33,6 +34,7 @@ __all__ = [
     "Heads",
     "InvalidConditionError",
     "Neurons",
+    "PruningError",
     "References",
     "TopConcepts",
     "atlas",
@@ -41,7 +43,9 @@ __all__ = [
     "importance",
     "load_atlas",
     "plot_atlas",
+    "prune",
     "receptive_field",
     "text_atlas",
     "top",
+    "weight_magnitude",
 ]
