@@ -380,7 +380,12 @@ def relevance_ratio(relevance: object, case: Case) -> str:
 
 
 def bench_model(
-    setting: Setting, repeats: int, memory: bool, names: list[str], warm: bool = False
+    setting: Setting,
+    repeats: int,
+    memory: bool,
+    names: list[str],
+    warm: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[list[dict], dict, str]:
     """The table rows of one model at one batch size, lrpfn's prepare seconds and its kept
     forward values (`warm`: peak memory of a second call, see `common.peak_memory_mib`)."""
@@ -399,7 +404,7 @@ def bench_model(
                 methods[name] = method
             except Exception as error:  # a library that cannot explain the model: record why
                 rows[name]["note"] = _first_line(error)
-        medians = interleaved_medians(methods, repeats, warmup=0, device=setting.device)
+        medians = interleaved_medians(methods, repeats, 0, setting.device, clock)
         prepared = prepare_seconds(case.model)
         kept = kept_values(case)
     if "lrpfn forward" in medians and "lrpfn epsilon walk" in medians:
@@ -525,6 +530,11 @@ def main(argv: list[str] | None = None) -> None:
         "--warm-memory", action="store_true",
         help="peak memory of a second call (one-time loads of a process not counted)",
     )  # fmt: skip
+    parser.add_argument(
+        "--cpu-time", action="store_true",
+        help="time CPU seconds of this process (time.process_time) instead of wall-clock "
+        "time: for a loaded, shared machine, with --threads 1",
+    )  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--output", type=Path, help="default benchmarks/RESULTS[_cuda].md")
     args = parser.parse_args(argv)
@@ -547,14 +557,16 @@ def main(argv: list[str] | None = None) -> None:
     for done, (name, batch) in enumerate(settings, 1):
         setting = Setting(name, batch, size, args.device, args.threads)
         print(f"{name}: batch {batch} x 3 x {size} x {size} ...", file=sys.stderr, flush=True)
+        clock = time.process_time if args.cpu_time else time.perf_counter
         model_rows, seconds, kept_line = bench_model(
-            setting, repeats, memory, names, args.warm_memory
+            setting, repeats, memory, names, args.warm_memory, clock
         )
         rows += model_rows
         kept.append(kept_line)
         prepared[name] = f"- {name}: " + ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items())
         header = (
             f"Machine: {machine}.  \nDate: {today()}.  \nCommand: `{command}`.  \n"
+            f"Clock: {'CPU seconds of the process' if args.cpu_time else 'wall-clock'}.  \n"
             f"Input: batch {' and '.join(map(str, batches))} x 3 x {size} x {size}, random "
             f"weights (seed 0), median of {repeats} interleaved repetitions after one "
             "warm-up round."
