@@ -91,8 +91,9 @@ def test_folded_walk_equals_plain_walk(name, act):
 
 def test_epsilon_folds_every_layer_and_keeps_one_value_per_layer():
     """All-epsilon: every convolution, dense layer and sum is fast; every ReLU output,
-    the max-pool and the flatten carry coefficients; the forward keeps no activation at all
-    (each folded layer's factor is held apart, in `FoldedValues.terms`), only the input."""
+    the max-pool and the flatten carry coefficients; the forward keeps no activation but
+    the input and the logits (the output layer's own denominator, computed in the walk):
+    each folded layer's factor is held apart, in `FoldedValues.terms`."""
     plan = lrpfn.prepare(_model(), rules.Epsilon())
     nodes = {node.name: node for node in plan.module.graph.nodes}
     linear = [n for n, h in plan.handlers.items() if h.kind in ("linear", "sum")]
@@ -101,7 +102,8 @@ def test_epsilon_folds_every_layer_and_keeps_one_value_per_layer():
     assert all(n in plan.folding.factored for n, h in plan.handlers.items() if h.kind == "pass")
     # the output layer is fast (its own z gives the denominator) but not folded
     assert nodes["head_4"] not in plan.folding.factored
-    assert plan.folding.keep == {nodes["x"]}
+    assert plan.folding.lazy == {nodes["head_4"]}
+    assert plan.folding.keep == {nodes["x"], nodes["head_4"]}
     assert plan.folding.relations[nodes["stem"]] == "relu"
     assert plan.folding.relations[nodes["blocks_0_conv3"]] == "self"
     assert plan.folding.relations[nodes["head_1"]] == "zero_below"  # ReLU, then dropout

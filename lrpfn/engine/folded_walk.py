@@ -107,8 +107,8 @@ def _record_fast(plan: Plan, node: fx.Node, values: dict, terms: dict, pending: 
         record = (sum_signs(node, plan.data_positions[node]), [values[i].shape for i in inputs])
         if node in folding.factored:
             pending[node] = (record, z)
-        else:
-            terms[node] = (*record, epsilon_factor(z, rule.epsilon))
+        else:  # lazy: the walk divides by st(z), from the kept z
+            terms[node] = (*record, None)
         return
     a = values[inputs[0]]
     args = fx.node.map_arg(node.args, values.__getitem__)
@@ -119,6 +119,8 @@ def _record_fast(plan: Plan, node: fx.Node, values: dict, terms: dict, pending: 
     if node in folding.factored:
         zero = folding.relations[node] in ("relu", "zero_below")
         pending[node] = (layer, Activations(a, z, nonnegative, zero))
+    elif node in folding.lazy:  # the walk divides by st(z), from the kept z
+        terms[node] = (layer, ((layer.weight, None),), a.shape)
     else:
         activations = Activations(a, z, nonnegative, node in plan.zero_where_nonpositive)
         terms[node] = (layer, rule.fold(layer, activations, None, "other"), a.shape)
@@ -203,6 +205,8 @@ def _folded_step(plan: Plan, env: FoldedValues, uses: dict, node: fx.Node, c: Te
     factored = node in folding.factored
     if kind == "sum":
         signs, shapes, t = env.terms[node]
+        if t is None:
+            t = _denominator(plan, env, uses, node)
         s = c * t if factored else c / t
         result = []
         for item, sign, shape in zip(inputs, signs, shapes, strict=True):
@@ -215,11 +219,22 @@ def _folded_step(plan: Plan, env: FoldedValues, uses: dict, node: fx.Node, c: Te
     like = c.new_empty(()).expand(shape)  # the transposed ops read only its shape
     total = None
     for weight, t in terms:
+        if t is None:
+            t = _denominator(plan, env, uses, node)
         transposed = layer.transpose(c * t if factored else c / t, like, weight)
         total = transposed if total is None else total.add_(transposed)
     if inputs[0] not in folding.factored:
         total = total.mul_(_value(plan, env, uses, inputs[0]))
     return [(inputs[0], total)]
+
+
+def _denominator(plan: Plan, env: dict, uses: dict, node: fx.Node) -> Tensor:
+    r"""A lazy node's $\mathrm{st}(z)$ from its kept $z$ (released after this last read)."""
+    denominator = epsilon_factor(_value(plan, env, uses, node), plan.rules[node.name].epsilon)
+    uses[node] -= 1
+    if uses[node] == 0:
+        env.pop(node, None)
+    return denominator
 
 
 def _release_inputs(plan: Plan, env: dict, uses: dict, node: fx.Node) -> None:

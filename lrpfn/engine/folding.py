@@ -62,6 +62,9 @@ class Folding:
             factored, else denominators the arriving relevance is divided by).
         relations: for each folded node, what its base is ("self", "relu", "zero_below",
             "other"; `rules.epsilon_factor`).
+        lazy: fast nodes under `rules.Epsilon` that are not factored: the forward keeps
+            their $z$ (as the plain walk does, and other steps may read it) and the walk
+            computes $\\mathrm{st}(z)$ from it.
         routes: factored routes: "max_pool2d" (by the forward's indices) or "reshape".
         bases: `{base: folded nodes}`: the forward computes their factors when the base is
             computed.
@@ -71,6 +74,7 @@ class Folding:
 
     factored: Mapping[fx.Node, fx.Node] = field(default_factory=dict)
     fast: frozenset = frozenset()
+    lazy: frozenset = frozenset()
     relations: Mapping[fx.Node, str] = field(default_factory=dict)
     routes: Mapping[fx.Node, str] = field(default_factory=dict)
     bases: Mapping[fx.Node, tuple[fx.Node, ...]] = field(default_factory=dict)
@@ -107,13 +111,16 @@ def folding(
     bases: dict[fx.Node, list[fx.Node]] = {}
     for n in relations:
         bases.setdefault(factored[n], []).append(n)
+    lazy = {n for n in fast if n not in factored and isinstance(rules.get(n.name), Epsilon)}
     uses = _uses(handlers, data_inputs, factored, fast)
+    uses.update(lazy)  # a lazy node's step reads its own z
     kept_recomputed = _recomputed(handlers, data_inputs, factored, fast, recomputed, uses)
     for query in queries(kept_recomputed):
         uses[query] += 1
     return Folding(
         factored=factored,
         fast=frozenset(fast),
+        lazy=frozenset(lazy),
         relations=relations,
         routes={n: analysis.route(n) for n in factored if handlers[n].kind == "route"},
         bases={base: tuple(nodes) for base, nodes in bases.items()},
