@@ -138,6 +138,8 @@ def build(setting: Setting, stack: ExitStack) -> Case:
     configure_threads(setting.threads)
     torch.manual_seed(setting.seed)
     model = getattr(torchvision.models, setting.model)(weights=None).eval().to(setting.device)
+    if setting.model in ATTENTION_MODELS:  # torchvision's zero head: all logits 0, no relevance
+        torch.nn.init.normal_(model.heads.head.weight, std=0.02)
     x = torch.randn(setting.batch, 3, setting.size, setting.size, device=setting.device)
     with torch.no_grad():
         output = model(x)
