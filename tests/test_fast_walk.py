@@ -54,6 +54,22 @@ class Net(nn.Module):
         return self.head(torch.relu(self.down(self.blocks(h))))
 
 
+class Dense(nn.Module):
+    """DenseNet's pattern: a concatenation, then BatchNorm (a channel-affine node: it cannot
+    fold into a convolution), ReLU, convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(3, 4, 3, padding=1)
+        self.norm = nn.BatchNorm2d(7)
+        self.conv1 = nn.Conv2d(7, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 12 * 12, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([x, torch.relu(self.conv0(x))], 1)
+        return self.head(torch.relu(self.conv1(torch.relu(self.norm(h)))).flatten(1))
+
+
 def _model(act: type[nn.Module] = nn.ReLU) -> nn.Module:
     torch.manual_seed(0)
     model = Net(act).eval().double()
@@ -107,6 +123,25 @@ def test_epsilon_folds_every_layer_and_keeps_one_value_per_layer():
     assert plan.folding.relations[nodes["stem"]] == "relu"
     assert plan.folding.relations[nodes["blocks_0_conv3"]] == "self"
     assert plan.folding.relations[nodes["head_1"]] == "zero_below"  # ReLU, then dropout
+
+
+@pytest.mark.parametrize("name", ["epsilon", "gamma 0.25", "alpha2beta1"])
+def test_channel_affine_nodes_fold(name):
+    torch.manual_seed(0)
+    model = Dense().double()
+    with torch.no_grad():
+        model.norm.running_mean.uniform_(-0.5, 0.5)
+        model.norm.running_var.uniform_(0.5, 2.0)
+        model.norm.weight.uniform_(-1.0, 1.0)
+    model.eval()
+    x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    plan = lrpfn.prepare(model, RULES[name]())
+    norm = next(n for n in plan.module.graph.nodes if n.name == "norm")
+    # the sign-split rules fold on inputs >= 0 only; the concatenation holds the raw input
+    assert (norm in plan.folding.fast) == (name == "epsilon")
+    folded = lrpfn.lrp(plan, x, target=[1, 3])
+    plain = lrpfn.lrp(_plain(plan), x, target=[1, 3])
+    torch.testing.assert_close(folded, plain, rtol=1e-12, atol=1e-12 * float(plain.abs().max()))
 
 
 def test_several_targets_walk_each_in_turn():

@@ -67,8 +67,9 @@ def apply_rule(rule: Any, layer: Layer, activations: Activations, relevance: Ten
 @dataclass(frozen=True)
 class _RuleStep:
     """A linear handler's backward: `build(step)` makes the `Layer`, the rule explains it.
-    `foldable`: the layer is a convolution or dense layer whose transpose reads only the
-    input's shape (the folded walk, `engine.folding`, may run it from the forward's values)."""
+    `foldable`: a convolution, dense or channel-affine layer, whose transpose reads only
+    the input's shape (the folded walk, `engine.folding`, may run it from the forward's
+    values)."""
 
     build: Callable[[Step], Layer]
     foldable: bool = False
@@ -87,8 +88,8 @@ def _linear(build: Callable[[Step], Layer], foldable: bool = False) -> Callable[
 
 
 def foldable_layer(handler: Handler) -> Callable[[Step], Layer] | None:
-    """The `Layer` builder of a convolution or dense handler (whose transposed op needs only
-    the input's shape), else None."""
+    """The `Layer` builder of a convolution, dense or channel-affine handler (whose
+    transposed op needs only the input's shape), else None."""
     backward = handler.backward
     return backward.build if isinstance(backward, _RuleStep) and backward.foldable else None
 
@@ -265,7 +266,7 @@ def _is_gate(node: fx.Node) -> bool:
 DENSE = Handler("linear", _linear(_dense_layer, foldable=True), rule="required")
 
 
-CHANNEL_AFFINE = Handler("linear", _linear(_channel_affine_layer), rule="required")
+CHANNEL_AFFINE = Handler("linear", _linear(_channel_affine_layer, foldable=True), rule="required")
 
 
 LAYER_NORM = Handler("linear", _linear(_layer_norm_layer), rule="required")
