@@ -23,6 +23,7 @@ from ._families import HANDLERS, exported
 from ._families.normalization import CONSTANT_STATISTIC_METHODS, CONSTANT_STATISTICS
 from ._handlers import ROUTE, Handler, handler_for, is_tensor_attribute
 from ._memory import queries, recomputed_nodes
+from ._recurrent import unroll_recurrent
 from .composites import resolve
 from .errors import InvalidRuleError, UnsupportedNodeError
 from .rules import Gradient, is_signal_rule, rule_from_key
@@ -134,6 +135,7 @@ def prepare(
     with TRACE_LOCK.tracing():  # fx patches torch.nn.Module process-wide while tracing
         captured = capture(model, example_input)
         gm = canonicalize(captured.module, owned=captured.front_end == "fx")
+        gm = unroll_recurrent(gm, example_input)  # LSTM, GRU, RNN: per-step ops
     data_inputs, positions = _data_flow(gm)
     node_handlers, unsupported = {}, []
     for node in gm.graph.nodes:

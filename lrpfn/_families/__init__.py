@@ -13,7 +13,9 @@ from types import MappingProxyType
 from typing import Any
 
 from .._handlers import Handler
-from . import affine, attention, core, elementwise, exported, normalization, resampling, rms_norm
+from . import (
+    affine, attention, core, elementwise, exported, normalization, recurrent, resampling, rms_norm,
+)  # fmt: skip
 
 __all__ = ["HANDLERS"]
 
@@ -26,6 +28,7 @@ _FAMILIES: tuple[Mapping[Any, Handler], ...] = (
     resampling.HANDLERS,
     affine.HANDLERS,
     elementwise.HANDLERS,
+    recurrent.HANDLERS,
 )
 
 
