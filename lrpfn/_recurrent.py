@@ -29,6 +29,7 @@ with an `InvalidInputError`. `lrpfn.lrp(model, x)` prepares at `x`'s length.
 from __future__ import annotations
 
 import operator
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -97,14 +98,22 @@ def _check_eval_mode(found: Mapping[fx.Node, nn.Module]) -> None:
         )
 
 
+class _Recorded(Exception):
+    """Every recurrent call's input shape is known: the run stops."""
+
+
 class _ShapeRecorder(fx.Interpreter):
-    """Runs the graph, keeping the input shape of each recurrent module call."""
+    """Runs the graph up to its last recurrent module call, keeping each one's input shape.
+    The modules' own calls run with warnings silenced: only the shapes are used (PyTorch
+    warns, e.g., that oneDNN has no LSTM with projections)."""
 
     def __init__(self, gm: fx.GraphModule, wanted) -> None:
         super().__init__(gm)
         self.wanted, self.shapes = wanted, {}
 
     def run_node(self, node: fx.Node) -> Any:
+        if len(self.shapes) == len(self.wanted):
+            raise _Recorded
         if node in self.wanted:
             args, kwargs = self.fetch_args_kwargs_from_env(node)
             x = args[0] if args else kwargs["input"]
@@ -114,13 +123,19 @@ class _ShapeRecorder(fx.Interpreter):
                     "padded tensors only. Fix: pass the padded batch instead of a PackedSequence."
                 )
             self.shapes[node] = tuple(x.shape)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return super().run_node(node)
         return super().run_node(node)
 
 
 def _input_shapes(gm, found, example_input) -> dict[fx.Node, tuple[int, ...]]:
     recorder = _ShapeRecorder(gm, found)
-    with torch.no_grad():
-        recorder.run(example_input)
+    try:
+        with torch.no_grad():
+            recorder.run(example_input)
+    except _Recorded:
+        pass
     return recorder.shapes
 
 

@@ -54,10 +54,17 @@ def _step_at(step: Step) -> tuple:
 
 
 def _gate_times(step: Step) -> tuple:
-    """The node's product rule on `(gate, signal)`; a constant operand's share is absorbed."""
-    operands = (step.args[0], step.args[1])
+    """The node's product rule on `(gate, signal)`, both at the output's shape (so the
+    rule's choice of the signal never rests on a broadcast shape); each data operand's
+    share summed back to its own shape, a constant operand's share absorbed."""
+    operands = tuple(operand.expand_as(step.output) for operand in step.args[:2])
     shares = step.rule(operands, step.output, step.relevance, (True, False))
-    return tuple(shares[position] for position in step.data_positions)
+    return tuple(
+        shares[position].sum_to_size(step.args[position].shape)
+        if shares[position] is not None
+        else None
+        for position in step.data_positions
+    )
 
 
 def _leaves(structure: Any) -> list:
