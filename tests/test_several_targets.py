@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 import lrpfn
-from lrpfn import _several_targets, composites, rules
-from lrpfn._several_targets import _walks_in_turn, _walks_vmapped
-from lrpfn._traverse import forward
+from lrpfn import composites, rules
+from lrpfn.engine import forward, several_targets
+from lrpfn.engine.several_targets import _walks_in_turn, _walks_vmapped
 
 
 class Residual(nn.Module):
@@ -60,7 +60,7 @@ WALKS = {"vmapped": 2**62, "in_turn": 0}
 @pytest.mark.parametrize("walks", WALKS.values(), ids=WALKS)
 @pytest.mark.parametrize("mapping", MAPPINGS.values(), ids=MAPPINGS)
 def test_k_targets_equal_k_single_target_calls(mapping, walks, monkeypatch):
-    monkeypatch.setattr(_several_targets, "MMAP_THRESHOLD_BYTES", walks)
+    monkeypatch.setattr(several_targets, "MMAP_THRESHOLD_BYTES", walks)
     model, x = _model_and_input()
     plan = lrpfn.prepare(model, mapping())
     together = lrpfn.lrp(plan, x, target=TARGETS)

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._api import lrp
 from ..composites import attnlrp
+from ..engine import lrp
 from ..errors import InvalidInputError
+from ._render import to_html, to_terminal
 
 __all__ = ["TokenRelevance", "explain"]
 
@@ -47,14 +48,10 @@ class TokenRelevance:
 
     def to_html(self, tokenizer: Any = None, sample: int = 0) -> str:
         """A heatmap of the tokens of `sample` as an HTML fragment (see `lrpfn.text.to_html`)."""
-        from ._render import to_html
-
         return to_html(self, tokenizer, sample)
 
     def to_terminal(self, tokenizer: Any = None, sample: int = 0) -> str:
         """The tokens of `sample` coloured for a terminal (see `lrpfn.text.to_terminal`)."""
-        from ._render import to_terminal
-
         return to_terminal(self, tokenizer, sample)
 
 

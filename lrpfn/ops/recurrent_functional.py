@@ -1,0 +1,53 @@
+"""Functional ops that the recurrent pass inserts (`lrpfn.capture.recurrent`); they never appear in
+user code. Their relevance handlers are in `lrpfn.ops.recurrent`.
+
+An unrolled recurrent layer is ordinary ops (`F.linear`, `torch.sigmoid`, `torch.tanh`,
+`+`, `torch.cat`, `torch.stack`) and these four helpers: the input sequence split into its
+time steps (`time_steps`, `step_at`), the product of a gate and a signal (`gate_times`),
+and the module's nested result where it is used whole (`recurrent_result`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from ..errors import InvalidInputError
+
+__all__ = ["gate_times", "recurrent_result", "step_at", "time_steps"]
+
+
+def time_steps(x: Tensor, steps: int, axis: int) -> tuple[Tensor, ...]:
+    """`x.unbind(axis)`: the `steps` time steps of a sequence, checked against the length
+    the graph was unrolled for.
+
+    Raises:
+        InvalidInputError: `x` has another number of steps on `axis`.
+    """
+    if x.ndim <= axis or x.shape[axis] != steps:
+        length = x.shape[axis] if x.ndim > axis else "no"
+        raise InvalidInputError(
+            f"this graph unrolls a recurrent layer over {steps} time steps (the sequence length "
+            f"of the example input it was prepared with); its input has {length} steps on axis "
+            f"{axis} (shape {tuple(x.shape)}). Fix: prepare a plan with an example_input of this "
+            "length, or call lrpfn.lrp(model, x), which prepares at x's length."
+        )
+    return x.unbind(axis)
+
+
+def step_at(steps: tuple[Tensor, ...], index: int, count: int) -> Tensor:
+    """`steps[index]`, one of the `count` time steps made by `time_steps`."""
+    return steps[index]
+
+
+def gate_times(gate: Tensor, signal: Tensor) -> Tensor:
+    """`gate * signal`: a sigmoid gate (or `1 - z` of a GRU's update gate) times the
+    signal it lets through (a cell input, a cell state, a hidden state)."""
+    return gate * signal
+
+
+def recurrent_result(structure: Any) -> Any:
+    """`structure` as it is: the nested tuple a recurrent module returns (`(output, (h_n,
+    c_n))` for an LSTM), where the graph uses it whole rather than by its parts."""
+    return structure
