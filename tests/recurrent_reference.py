@@ -108,7 +108,10 @@ def gru_forward(p, x, h):
     n_pre = xn + r * hn
     n = np.tanh(n_pre)
     h_new = (1 - u) * n + u * h
-    zr, zu = sx[:, :hidden] + sh[:, :hidden], sx[:, hidden : 2 * hidden] + sh[:, hidden : 2 * hidden]
+    zr, zu = (
+        sx[:, :hidden] + sh[:, :hidden],
+        sx[:, hidden : 2 * hidden] + sh[:, hidden : 2 * hidden],
+    )
     cache = {"x": x, "h": h, "r": r, "u": u, "xn": xn, "hn": hn, "n_pre": n_pre, "n": n}
     return h_new, {**cache, "zr": zr, "zu": zu, "h_new": h_new}
 

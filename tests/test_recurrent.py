@@ -120,7 +120,9 @@ def test_cells_match_the_reference_of_the_same_equations(cell_kind, kind, given)
         initial = (states[0], states[1]) if kind is nn.LSTM else states[0]
     relevance, got = _explained(CellLoop(cell, 6, initial).eval(), x, 0.0)
     if given:
-        initial = (states[:1].numpy(), states[1:].numpy()) if kind is nn.LSTM else states[:1].numpy()
+        initial = (
+            (states[:1].numpy(), states[1:].numpy()) if kind is nn.LSTM else states[:1].numpy()
+        )
     _, expected = reference.sequence_relevance(
         rnn, x.numpy(), relevance.numpy(), EPS, 0.0, initial=initial
     )
@@ -135,7 +137,7 @@ class Classifier(nn.Module):
         self.head = nn.Linear(width * (2 if options.get("bidirectional") else 1), 3)
 
     def forward(self, x):
-        output, (h_n, c_n) = self.rnn(x)
+        output, (_, c_n) = self.rnn(x)
         return self.head(output[:, -1] if self.rnn.batch_first else output[-1]) + c_n.sum()
 
 
@@ -168,17 +170,17 @@ def test_unbatched_sequences_are_unrolled_too():
 def test_a_plan_holds_for_the_length_it_was_prepared_with():
     model = Classifier(batch_first=True).eval()
     plan = lrpfn.prepare(model, composites.lstm_lrp(), example_input=torch.randn(2, 7, 4))
-    with pytest.raises(InvalidInputError, match="unrolls a recurrent layer over 7 time steps"):
+    with pytest.raises(InvalidInputError, match=r"unrolls a recurrent layer over 7 time steps"):
         lrpfn.lrp(plan, torch.randn(2, 9, 4))
 
 
 def test_preparing_without_an_example_input_names_the_layer_and_the_fix():
-    with pytest.raises(InvalidInputError, match="'rnn' \\(LSTM\\).*example_input="):
+    with pytest.raises(InvalidInputError, match=r"'rnn' \(LSTM\).*example_input="):
         lrpfn.prepare(Classifier().eval(), composites.lstm_lrp())
 
 
 def test_training_mode_is_refused():
-    with pytest.raises(TrainingModeError, match="'rnn' \\(LSTM\\).*model.eval"):
+    with pytest.raises(TrainingModeError, match=r"'rnn' \(LSTM\).*model\.eval"):
         lrpfn.lrp(Classifier(batch_first=True), torch.randn(2, 7, 4), composites.lstm_lrp())
 
 

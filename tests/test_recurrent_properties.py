@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 import recurrent_reference as reference
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import lrpfn

@@ -98,7 +98,7 @@ def _check_eval_mode(found: Mapping[fx.Node, nn.Module]) -> None:
         )
 
 
-class _Recorded(Exception):
+class _RecordedError(Exception):
     """Every recurrent call's input shape is known: the run stops."""
 
 
@@ -113,7 +113,7 @@ class _ShapeRecorder(fx.Interpreter):
 
     def run_node(self, node: fx.Node) -> Any:
         if len(self.shapes) == len(self.wanted):
-            raise _Recorded
+            raise _RecordedError
         if node in self.wanted:
             args, kwargs = self.fetch_args_kwargs_from_env(node)
             x = args[0] if args else kwargs["input"]
@@ -134,7 +134,7 @@ def _input_shapes(gm, found, example_input) -> dict[fx.Node, tuple[int, ...]]:
     try:
         with torch.no_grad():
             recorder.run(example_input)
-    except _Recorded:
+    except _RecordedError:
         pass
     return recorder.shapes
 
@@ -276,9 +276,7 @@ class _Unroller:
             c_new = self.call(operator.add, kept, update, name=f"{label}_c")
         h_new = self.call(ops.gate_times, o, self.call(torch.tanh, c_new), name=f"{label}_h")
         if getattr(self.module, "proj_size", 0) > 0:
-            projection = self.constant(
-                f"whr{suffix}", lambda: self.parameter("weight_hr", suffix)
-            )
+            projection = self.constant(f"whr{suffix}", lambda: self.parameter("weight_hr", suffix))
             h_new = self.linear(h_new, projection, None, f"{label}_projection")
         return h_new, c_new
 
@@ -296,9 +294,7 @@ class _Unroller:
                 h, self.state_weight(suffix, 2), self.gate_bias(suffix, 2, "hh"), f"{label}_zh2"
             )
         if state_term is not None:
-            candidate = self.call(
-                operator.add, candidate, self.call(ops.gate_times, r, state_term)
-            )
+            candidate = self.call(operator.add, candidate, self.call(ops.gate_times, r, state_term))
         n = self.call(torch.tanh, candidate)
         keep = self.call(operator.sub, 1.0, u)
         kept = self.call(ops.gate_times, keep, n)
@@ -323,10 +319,7 @@ class _Unroller:
         lstm = self.kind in (nn.LSTM, nn.LSTMCell)
         if hx is None:
             return [(None, None) if lstm else (None,)] * count
-        if lstm:
-            hx = self.parts_of(hx, 2)
-        else:
-            hx = (hx,)
+        hx = self.parts_of(hx, 2) if lstm else (hx,)
         if self.kind in _CELLS:
             return [tuple(hx)]
         return [tuple(self.call(operator.getitem, part, k) for part in hx) for k in range(count)]

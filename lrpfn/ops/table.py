@@ -13,7 +13,16 @@ from types import MappingProxyType
 from typing import Any
 
 from . import (
-    affine, attention, core, elementwise, exported, normalization, recurrent, resampling, rms_norm,
+    affine,
+    attention,
+    core,
+    elementwise,
+    embedding,
+    exported,
+    normalization,
+    recurrent,
+    resampling,
+    rms_norm,
 )  # fmt: skip
 from .handler import Handler
 
@@ -29,6 +38,7 @@ _FAMILIES: tuple[Mapping[Any, Handler], ...] = (
     affine.HANDLERS,
     elementwise.HANDLERS,
     recurrent.HANDLERS,
+    embedding.HANDLERS,
 )
 
 
