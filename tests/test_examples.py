@@ -160,3 +160,9 @@ def test_explain_vit_smoke(tmp_path):
     result = _run("explain_vit.py", "--smoke", cwd=tmp_path)
     assert _is_png(tmp_path / "out" / "vit_explanations.png")
     assert "attnlrp(gamma=0.25) and cp_lrp" in result.stdout
+
+
+def test_explain_lstm(tmp_path):
+    result = _run("explain_lstm.py", "--smoke", cwd=tmp_path)
+    assert _is_png(tmp_path / "out" / "lstm_tokens.png")
+    assert "test accuracy:" in result.stdout and "share of |relevance| on the key" in result.stdout
