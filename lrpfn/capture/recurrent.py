@@ -6,11 +6,12 @@ an `nn.RNN`, `nn.LSTM`, `nn.GRU`, `nn.RNNCell`, `nn.LSTMCell` or `nn.GRUCell` (e
 initial states given or zero) becomes the ops of its equations, step by step, so every op
 takes its rule as anywhere else (`lrpfn.ops.recurrent`). With $a_t = [x_t; h_{t-1}]$:
 
-- LSTM: $z_k = W_k a_t + b_k$ for $k \in \{i, f, g, o\}$ (one `F.linear` per gate,
-  $W_k = [W_{ik}, W_{hk}]$, $b_k = b_{ik} + b_{hk}$); $i, f, o = \sigma(z_{i,f,o})$,
+- LSTM: $z_k = W_k a_t + b_k$ for $k \in \{i, f, g, o\}$ ($W_k = [W_{ik}, W_{hk}]$,
+  $b_k = b_{ik} + b_{hk}$; one `F.linear` for the sigmoid gates i, f, o together, each
+  gate's part taken by `gate_slice`, and one for g); $i, f, o = \sigma(z_{i,f,o})$,
   $g = \tanh(z_g)$; $c_t = f \odot c_{t-1} + i \odot g$; $h_t = o \odot \tanh(c_t)$, then
   $h_t W_{hr}^\top$ with `proj_size`;
-- GRU: $r, u = \sigma(W_{r,u} a_t + b_{r,u})$; $n = \tanh(W_{in} x_t + b_{in} + r \odot
+- GRU: $r, u = \sigma(W_{r,u} a_t + b_{r,u})$ (one `F.linear` for both); $n = \tanh(W_{in} x_t + b_{in} + r \odot
   (W_{hn} h_{t-1} + b_{hn}))$; $h_t = (1 - u) \odot n + u \odot h_{t-1}$;
 - RNN: $h_t = \tanh(W a_t + b)$ (or ReLU).
 
@@ -214,36 +215,37 @@ class _Unroller:
     def parameter(self, name: str, suffix: str) -> Tensor:
         return getattr(self.module, f"{name}{suffix}")
 
-    def gate_weight(self, suffix: str, gate: int, with_state: bool) -> fx.Node:
-        """$W_k$ of gate `gate`: `[W_ik, W_hk]` for $a_t = [x_t; h_{t-1}]$, else `W_ik`."""
+    def rows(self, name: str, suffix: str, gates: tuple[int, ...]) -> Tensor:
+        """The rows of the gates `gates` of parameter `name` (stacked in that order)."""
+        chunks = self.parameter(name, suffix).chunk(self.gates)
+        return torch.cat([chunks[gate] for gate in gates]) if len(gates) > 1 else chunks[gates[0]]
+
+    def gate_weight(self, suffix: str, gates: tuple[int, ...], with_state: bool) -> fx.Node:
+        """$W_k$ of the gates `gates`: `[W_ik, W_hk]` for $a_t = [x_t; h_{t-1}]$, else `W_ik`."""
 
         def make() -> Tensor:
-            w_ih = self.parameter("weight_ih", suffix).chunk(self.gates)[gate]
+            w_ih = self.rows("weight_ih", suffix, gates)
             if not with_state:
                 return w_ih
-            return torch.cat([w_ih, self.parameter("weight_hh", suffix).chunk(self.gates)[gate]], 1)
+            return torch.cat([w_ih, self.rows("weight_hh", suffix, gates)], 1)
 
-        return self.constant(f"w{suffix}_{gate}_{int(with_state)}", make)
+        return self.constant(f"w{suffix}_{''.join(map(str, gates))}_{int(with_state)}", make)
 
-    def gate_bias(self, suffix: str, gate: int, parts: str = "ih+hh") -> fx.Node | None:
-        """$b_k$ of gate `gate`: `b_ik + b_hk`, or one of them (`parts` "ih" or "hh")."""
+    def gate_bias(
+        self, suffix: str, gates: tuple[int, ...], parts: str = "ih+hh"
+    ) -> fx.Node | None:
+        """$b_k$ of the gates `gates`: `b_ik + b_hk`, or one of them (`parts` "ih", "hh")."""
 
         def make() -> Tensor | None:
             if not self.module.bias:
                 return None
-            terms = [
-                self.parameter(f"bias_{part}", suffix).chunk(self.gates)[gate]
-                for part in parts.split("+")
-            ]
+            terms = [self.rows(f"bias_{part}", suffix, gates) for part in parts.split("+")]
             return terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
-        return self.constant(f"b{suffix}_{gate}_{parts}", make)
+        return self.constant(f"b{suffix}_{''.join(map(str, gates))}_{parts}", make)
 
     def state_weight(self, suffix: str, gate: int) -> fx.Node:
-        return self.constant(
-            f"whh{suffix}_{gate}",
-            lambda: self.parameter("weight_hh", suffix).chunk(self.gates)[gate],
-        )
+        return self.constant(f"whh{suffix}_{gate}", lambda: self.rows("weight_hh", suffix, (gate,)))
 
     # steps ----------------------------------------------------------------------------
     def step(self, parts: list[fx.Node], state: tuple, suffix: str, label: str) -> tuple:
@@ -253,10 +255,19 @@ class _Unroller:
             return (self.gru_step(parts, state[0], suffix, label),)
         return (self.rnn_step(parts, state[0], suffix, label),)
 
-    def preactivation(self, a, with_state, suffix, gate, label) -> fx.Node:
-        """$z_k = W_k a_t + b_k$ of gate `gate`."""
-        weight = self.gate_weight(suffix, gate, with_state)
-        return self.linear(a, weight, self.gate_bias(suffix, gate), f"{label}_z{gate}")
+    def preactivations(self, a, with_state, suffix, gates, label) -> list[fx.Node]:
+        """$z_k = W_k a_t + b_k$ of the gates `gates`: one `F.linear` for all (named
+        `{label}_z`), then each gate's slice of it (`gate_slice`, named `{label}_z{k}`)."""
+        weight = self.gate_weight(suffix, gates, with_state)
+        bias = self.gate_bias(suffix, gates)
+        if len(gates) == 1:
+            return [self.linear(a, weight, bias, f"{label}_z{gates[0]}")]
+        z = self.linear(a, weight, bias, f"{label}_z")
+        count = len(gates)
+        return [
+            self.call(ops.gate_slice, z, index, count, name=f"{label}_z{gate}")
+            for index, gate in enumerate(gates)
+        ]
 
     def joint_input(self, parts: list[fx.Node], h: fx.Node | None) -> fx.Node:
         """$a_t = [x_t; h_{t-1}]$, or $x_t$ for a zero state."""
@@ -265,9 +276,14 @@ class _Unroller:
     def lstm_step(self, parts, state, suffix, label) -> tuple[fx.Node, fx.Node]:
         h, c = state
         a = self.joint_input(parts, h)
-        z = [self.preactivation(a, h is not None, suffix, gate, label) for gate in range(4)]
-        i, f, o = (self.call(torch.sigmoid, z[k]) for k in (0, 1, 3))
-        g = self.call(torch.tanh, z[2])
+        # the sigmoid gates share one linear map (which takes no relevance under
+        # SignalTakesAll), the candidate g has its own
+        i, f, o = (
+            self.call(torch.sigmoid, z)
+            for z in self.preactivations(a, h is not None, suffix, (0, 1, 3), label)
+        )
+        (z_g,) = self.preactivations(a, h is not None, suffix, (2,), label)
+        g = self.call(torch.tanh, z_g)
         update = self.call(ops.gate_times, i, g, name=f"{label}_{'c' if c is None else 'ig'}")
         if c is None:  # c_0 = 0: c_1 = i * g
             c_new = update
@@ -282,16 +298,16 @@ class _Unroller:
 
     def gru_step(self, parts, h, suffix, label) -> fx.Node:
         a = self.joint_input(parts, h)
-        reset, update = (self.preactivation(a, h is not None, suffix, k, label) for k in (0, 1))
+        reset, update = self.preactivations(a, h is not None, suffix, (0, 1), label)
         r, u = self.call(torch.sigmoid, reset), self.call(torch.sigmoid, update)
         x = self.cat(parts)
-        weight = self.gate_weight(suffix, 2, with_state=False)
-        candidate = self.linear(x, weight, self.gate_bias(suffix, 2, "ih"), f"{label}_z2")
+        weight = self.gate_weight(suffix, (2,), with_state=False)
+        candidate = self.linear(x, weight, self.gate_bias(suffix, (2,), "ih"), f"{label}_z2")
         if h is None:  # W_hn h + b_hn = b_hn
-            state_term = self.gate_bias(suffix, 2, "hh")
+            state_term = self.gate_bias(suffix, (2,), "hh")
         else:
             state_term = self.linear(
-                h, self.state_weight(suffix, 2), self.gate_bias(suffix, 2, "hh"), f"{label}_zh2"
+                h, self.state_weight(suffix, 2), self.gate_bias(suffix, (2,), "hh"), f"{label}_zh2"
             )
         if state_term is not None:
             candidate = self.call(operator.add, candidate, self.call(ops.gate_times, r, state_term))
@@ -303,7 +319,7 @@ class _Unroller:
         return self.call(operator.add, kept, self.call(ops.gate_times, u, h), name=f"{label}_h")
 
     def rnn_step(self, parts, h, suffix, label) -> fx.Node:
-        z = self.preactivation(self.joint_input(parts, h), h is not None, suffix, 0, label)
+        (z,) = self.preactivations(self.joint_input(parts, h), h is not None, suffix, (0,), label)
         relu = self.module.nonlinearity == "relu"
         return self.call(torch.relu if relu else torch.tanh, z, name=f"{label}_h")
 

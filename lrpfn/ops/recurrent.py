@@ -7,6 +7,9 @@ helpers of `lrpfn.ops.recurrent_functional`:
 
 - `time_steps(x, steps, axis)` and `step_at(steps, t, count)` route relevance exactly: the
   relevance of step $t$ goes to position $t$ of the sequence (no relevance: zero);
+  `gate_slice(z, k, count)` likewise puts gate $k$'s relevance in its part of the gates'
+  joint pre-activations $z$ (one linear map for all gates, whose rule then sees
+  $R_z$ zero on the gates that took none: the same as one map per gate);
 - `gate_times(gate, signal)` takes the node's product rule (`composites.PRODUCT`), told
   which operand is the gate: `rules.SignalTakesAll` (the default) gives
   $R_{\text{signal}} = R$, $R_{\text{gate}} = 0$, `rules.EqualSplit` half to each (Arras et
@@ -53,11 +56,24 @@ def _step_at(step: Step) -> tuple:
     return (tuple(parts),)
 
 
+def _gate_slice(step: Step) -> tuple:
+    """Relevance of one gate's slice, placed in its part of the joint pre-activations."""
+    _, index, count = step.node.args
+    relevance = step.relevance
+    width = relevance.shape[-1]
+    full = relevance.new_zeros((*relevance.shape[:-1], width * count))
+    full.narrow(-1, index * width, width).copy_(relevance)
+    return (full,)
+
+
 def _gate_times(step: Step) -> tuple:
     """The node's product rule on `(gate, signal)`, both at the output's shape (so the
     rule's choice of the signal never rests on a broadcast shape); each data operand's
     share summed back to its own shape, a constant operand's share absorbed."""
-    operands = tuple(operand.expand_as(step.output) for operand in step.args[:2])
+    shape = step.output.shape
+    operands = tuple(
+        operand if operand.shape == shape else operand.expand(shape) for operand in step.args[:2]
+    )
     shares = step.rule(operands, step.output, step.relevance, (True, False))
     return tuple(
         shares[position].sum_to_size(step.args[position].shape)
@@ -86,6 +102,7 @@ def _recurrent_result(step: Step) -> tuple:
 HANDLERS: Mapping[Any, Handler] = {
     ops.time_steps: Handler("route", _time_steps, keeps_inputs=False),
     ops.step_at: Handler("route", _step_at, keeps_inputs=False),
+    ops.gate_slice: Handler("route", _gate_slice, keeps_inputs=False),
     ops.gate_times: Handler("product", _gate_times, rule="product"),
     ops.recurrent_result: Handler("route", _recurrent_result, keeps_inputs=False),
 }

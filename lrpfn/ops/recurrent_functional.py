@@ -2,8 +2,9 @@
 user code. Their relevance handlers are in `lrpfn.ops.recurrent`.
 
 An unrolled recurrent layer is ordinary ops (`F.linear`, `torch.sigmoid`, `torch.tanh`,
-`+`, `torch.cat`, `torch.stack`) and these four helpers: the input sequence split into its
-time steps (`time_steps`, `step_at`), the product of a gate and a signal (`gate_times`),
+`+`, `torch.cat`, `torch.stack`) and these five helpers: the input sequence split into its
+time steps (`time_steps`, `step_at`), each gate's part of the gates' joint linear map
+(`gate_slice`), the product of a gate and a signal (`gate_times`),
 and the module's nested result where it is used whole (`recurrent_result`).
 """
 
@@ -15,7 +16,7 @@ from torch import Tensor
 
 from ..errors import InvalidInputError
 
-__all__ = ["gate_times", "recurrent_result", "step_at", "time_steps"]
+__all__ = ["gate_slice", "gate_times", "recurrent_result", "step_at", "time_steps"]
 
 
 def time_steps(x: Tensor, steps: int, axis: int) -> tuple[Tensor, ...]:
@@ -39,6 +40,13 @@ def time_steps(x: Tensor, steps: int, axis: int) -> tuple[Tensor, ...]:
 def step_at(steps: tuple[Tensor, ...], index: int, count: int) -> Tensor:
     """`steps[index]`, one of the `count` time steps made by `time_steps`."""
     return steps[index]
+
+
+def gate_slice(z: Tensor, index: int, count: int) -> Tensor:
+    """Gate `index` of `count` gates' pre-activations computed by one linear map: the
+    `index`-th of `count` equal parts of the last axis of `z`."""
+    width = z.shape[-1] // count
+    return z.narrow(-1, index * width, width)
 
 
 def gate_times(gate: Tensor, signal: Tensor) -> Tensor:
