@@ -5,8 +5,9 @@ handlers exist already (`F.linear` takes the node's linear rule, sigmoid and tan
 relevance on, the cell sum `f * c + i * g` splits in proportion to its terms), plus the
 helpers of `lrpfn.ops.recurrent_functional`:
 
-- `time_steps(x, steps, axis)` and `step_at(steps, t, count)` route relevance exactly: the
-  relevance of step $t$ goes to position $t$ of the sequence (no relevance: zero);
+- `time_steps(x, steps, axis)` (the steps in blocks) and `step_at(steps, t, count)` route
+  relevance exactly: the relevance of step $t$ goes to position $t$ of the sequence (no
+  relevance: zero);
   `gate_slice(z, k, count)` likewise puts gate $k$'s relevance in its part of the gates'
   joint pre-activations $z$ (one linear map for all gates, whose rule then sees
   $R_z$ zero on the gates that took none: the same as one map per gate);
@@ -41,19 +42,25 @@ __all__ = ["HANDLERS"]
 
 def _time_steps(step: Step) -> tuple:
     """The per-step relevances stacked on the time axis (zeros where none arrived)."""
-    axis = step.node.args[2]
-    parts = step.relevance
+    _, steps, axis = step.node.args
+    size = ops.block_size(steps)
+    blocks = [(None,) * size if block is None else block for block in step.relevance]
+    parts = [part for block in blocks for part in block][:steps]
     present = next(part for part in parts if part is not None)
     zeros = torch.zeros_like(present)
     return (torch.stack([zeros if part is None else part for part in parts], axis),)
 
 
 def _step_at(step: Step) -> tuple:
-    """Relevance for step `t` of the `count` steps, None (no relevance) for the others."""
+    """Relevance for step `t` of the `count` steps, None (no relevance) for the others and
+    for the blocks without step `t`."""
     _, index, count = step.node.args
-    parts: list[Tensor | None] = [None] * count
-    parts[index] = step.relevance
-    return (tuple(parts),)
+    size = ops.block_size(count)
+    block: list[Tensor | None] = [None] * min(size, count - index // size * size)
+    block[index % size] = step.relevance
+    blocks: list[tuple | None] = [None] * -(-count // size)
+    blocks[index // size] = tuple(block)
+    return (tuple(blocks),)
 
 
 def _gate_slice(step: Step) -> tuple:

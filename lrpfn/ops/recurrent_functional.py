@@ -10,18 +10,35 @@ and the module's nested result where it is used whole (`recurrent_result`).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch import Tensor
 
 from ..errors import InvalidInputError
 
-__all__ = ["gate_slice", "gate_times", "recurrent_result", "step_at", "time_steps"]
+__all__ = [
+    "block_size",
+    "gate_slice",
+    "gate_times",
+    "recurrent_result",
+    "step_at",
+    "time_steps",
+]
 
 
-def time_steps(x: Tensor, steps: int, axis: int) -> tuple[Tensor, ...]:
-    """`x.unbind(axis)`: the `steps` time steps of a sequence, checked against the length
-    the graph was unrolled for.
+def block_size(steps: int) -> int:
+    """Steps per block of `time_steps`: about the square root of the length."""
+    return max(1, math.isqrt(steps - 1) + 1) if steps > 1 else 1
+
+
+def time_steps(x: Tensor, steps: int, axis: int) -> tuple[tuple[Tensor, ...], ...]:
+    r"""`x.unbind(axis)` in blocks of `block_size(steps)` steps: the time steps of a
+    sequence, checked against the length the graph was unrolled for.
+
+    (Blocks, not one flat tuple: the walk adds up the relevance arriving from each step as
+    tuples with one entry filled, which costs the tuple's length per step; in blocks that
+    is about $2 \sqrt{T}$ instead of $T$.)
 
     Raises:
         InvalidInputError: `x` has another number of steps on `axis`.
@@ -34,12 +51,14 @@ def time_steps(x: Tensor, steps: int, axis: int) -> tuple[Tensor, ...]:
             f"{axis} (shape {tuple(x.shape)}). Fix: prepare a plan with an example_input of this "
             "length, or call lrpfn.lrp(model, x), which prepares at x's length."
         )
-    return x.unbind(axis)
+    parts, size = x.unbind(axis), block_size(steps)
+    return tuple(parts[start : start + size] for start in range(0, steps, size))
 
 
-def step_at(steps: tuple[Tensor, ...], index: int, count: int) -> Tensor:
-    """`steps[index]`, one of the `count` time steps made by `time_steps`."""
-    return steps[index]
+def step_at(steps: tuple[tuple[Tensor, ...], ...], index: int, count: int) -> Tensor:
+    """Step `index` of the `count` time steps made by `time_steps`."""
+    size = block_size(count)
+    return steps[index // size][index % size]
 
 
 def gate_slice(z: Tensor, index: int, count: int) -> Tensor:
