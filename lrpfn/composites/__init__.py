@@ -55,6 +55,7 @@ from ._presets import (
     epsilon_plus,
     epsilon_plus_flat,
     lstm_lrp,
+    mamba_lrp,
 )
 from ._resolve import as_composite, node_infos, resolve
 
@@ -88,6 +89,7 @@ __all__ = [
     "epsilon_plus_flat",
     "family_of",
     "lstm_lrp",
+    "mamba_lrp",
     "node_infos",
     "resolve",
 ]

@@ -45,6 +45,7 @@ __all__ = [
     "epsilon_plus",
     "epsilon_plus_flat",
     "lstm_lrp",
+    "mamba_lrp",
 ]
 
 
@@ -195,6 +196,31 @@ def lstm_lrp(epsilon: float = 1e-3, equal_split: bool = False) -> Composite:
     )
 
 
+def mamba_lrp(epsilon: float = 1e-6) -> Composite:
+    r"""MambaLRP for selective state-space models (Jafari et al. 2024, NeurIPS).
+
+    The selection parameters ($\Delta$, $B$, $C$) are held constant by the canonical pass
+    (`lrpfn.capture.state_space`), so the selective scan is linear in its input and its
+    sums and products take the rules below as any other op: Epsilon on dense layers, the
+    causal depthwise convolution, sums (the state update $\bar A_t h_{t-1} + \bar B_t u_t$,
+    $y + D u$, residuals) and pooling; `rules.UniformProduct(epsilon)` on $C_t h_t$ (with
+    $C$ constant: LRP-$\epsilon$); the gate $y \odot \mathrm{silu}(z)$ splits half and
+    half (`rules.EqualSplit`); SiLU and RMSNorm (its scale held constant) pass relevance.
+
+    Arguments:
+        epsilon: the stabilizer of every epsilon rule (default 1e-6).
+    """
+    return Composite(
+        (
+            (DENSE, Epsilon(epsilon)),
+            (CONVOLUTION, Epsilon(epsilon)),
+            *_base(epsilon).items(),
+            (MATMUL, UniformProduct(epsilon)),
+            (PRODUCT, EqualSplit()),
+        )
+    )
+
+
 PRESETS: dict[str, Callable[..., Composite]] = {
     "epsilon_plus": epsilon_plus,
     "epsilon_plus_flat": epsilon_plus_flat,
@@ -204,5 +230,6 @@ PRESETS: dict[str, Callable[..., Composite]] = {
     "attnlrp": attnlrp,
     "cp_lrp": cp_lrp,
     "lstm_lrp": lstm_lrp,
+    "mamba_lrp": mamba_lrp,
 }
 """Preset composites by name (`epsilon_gamma_box` needs `low` and `high`)."""

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..composites import attnlrp
+from ..composites import attnlrp, mamba_lrp
 from ..engine import lrp
 from ..errors import InvalidInputError
 from ._render import to_html, to_terminal
@@ -88,6 +88,12 @@ def _bidirectional(model: nn.Module) -> bool:
     return getattr(config, "model_type", None) in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
+def _state_space(model: nn.Module) -> bool:
+    """A state-space language model (Mamba), which takes no 4-d attention mask."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return model_type in ("mamba", "mamba2", "falcon_mamba")
+
+
 def _causal_mask(attention_mask: Tensor, dtype: torch.dtype) -> Tensor:
     """The additive mask `(batch, 1, tokens, tokens)`: 0 where token i may attend to token
     j (j <= i and j not padding), the dtype's minimum elsewhere."""
@@ -142,7 +148,8 @@ def explain(
         position: the token position whose logits are explained (-1: the next-token
             prediction of a causal LM; a mask's position for a masked LM); None for a
             sequence classifier, whose logits have no token axis (set automatically).
-        rules: a rule mapping (default `lrpfn.composites.attnlrp()`).
+        rules: a rule mapping (default `lrpfn.composites.attnlrp()`; for Mamba models
+            `lrpfn.composites.mamba_lrp()`).
         causal: whether the model attends causally (default: inferred, encoders with a
             masked-LM head attend both ways).
 
@@ -167,6 +174,8 @@ def explain(
     with torch.no_grad():
         embeddings = embedding(input_ids).detach()
     causal = not _bidirectional(model) if causal is None else causal
+    if _state_space(model):  # no attention: the model takes its 2-d padding mask as it is
+        causal = False
     constants = _constants(model, input_ids, attention_mask, embeddings.dtype, causal)
     with torch.no_grad():
         logits = _EmbeddingsToLogits(model, constants, None)(embeddings)
@@ -178,7 +187,9 @@ def explain(
     if target is None:
         target = explained.argmax(-1)
     target = torch.as_tensor(target, device=explained.device).long().expand(len(input_ids))
-    relevance = lrp(wrapper, embeddings, attnlrp() if rules is None else rules, target=target)
+    if rules is None:
+        rules = mamba_lrp() if _state_space(model) else attnlrp()
+    relevance = lrp(wrapper, embeddings, rules, target=target)
     return TokenRelevance(
         relevance=relevance,
         scores=relevance.sum(-1),
