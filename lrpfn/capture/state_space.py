@@ -9,12 +9,19 @@ NeurIPS) holds them constant, which makes the selective scan linear in $u$:
 $\bar B = \Delta B$, $C$) is a constant for the relevance pass, and the products
 $\bar A_t h_{t-1}$, $\bar B_t u_t$ and $C_t h_t$ pass relevance to $h$ and $u$ alone.
 
-A mixer is recognised by its names: a linear node lowered from a module `<path>.x_proj`
-where the graph also reads `<path>.A_log` and `<path>.dt_proj` (as transformers names
-them). The graph is edited in place; the user's model is untouched.
+In a Mamba2 mixer (`Mamba2Mixer`, its chunked pure-torch path) the step size is the last
+part of the split of `in_proj`'s output and $B$, $C$ the last two parts of the split of the
+activated convolution's output: those parts are held.
+
+A mixer is recognised by its names, as transformers gives them: a node lowered from a
+module `<path>.x_proj` where the graph also reads `<path>.A_log` and `<path>.dt_proj.*`
+(Mamba), or from `<path>.in_proj` and `<path>.act` where it reads `<path>.A_log` and
+`<path>.dt_bias` (Mamba2). The graph is edited in place; the user's model is untouched.
 """
 
 from __future__ import annotations
+
+import operator
 
 from torch import fx
 
@@ -25,24 +32,44 @@ __all__ = ["hold_selection_parameters"]
 
 
 def hold_selection_parameters(gm: fx.GraphModule) -> fx.GraphModule:
-    """Wrap the output of every Mamba mixer's `x_proj` in `held_constant` (see the module)."""
+    """Wrap every Mamba and Mamba2 mixer's selection parameters in `held_constant` (see
+    the module docstring)."""
     attributes = {node.target for node in gm.graph.nodes if node.op == "get_attr"}
-    changed = False
+    held = []
     for node in list(gm.graph.nodes):
         source = node.meta.get(SOURCE)
-        if source is None or not source.name.endswith(".x_proj"):
+        if source is None or "." not in source.name:
             continue
-        mixer = source.name[: -len(".x_proj")]
-        if f"{mixer}.A_log" not in attributes or not any(
-            name.startswith(f"{mixer}.dt_proj.") for name in attributes
-        ):
+        mixer, leaf = source.name.rsplit(".", 1)
+        if f"{mixer}.A_log" not in attributes:
             continue
+        if leaf == "x_proj" and any(name.startswith(f"{mixer}.dt_proj.") for name in attributes):
+            held.append(node)  # Mamba: x_proj(u) = (dt, B, C)
+        elif f"{mixer}.dt_bias" in attributes and leaf in ("in_proj", "act"):
+            held += _split_parts(node, last_only=leaf == "in_proj")  # Mamba2
+    for node in held:
         with gm.graph.inserting_after(node):
-            held = gm.graph.call_function(held_constant, (node,))
-        for user in [user for user in node.users if user is not held]:
-            user.replace_input_with(node, held)
-        changed = True
-    if changed:
+            constant = gm.graph.call_function(held_constant, (node,))
+        for user in [user for user in node.users if user is not constant]:
+            user.replace_input_with(node, constant)
+    if held:
         gm.graph.lint()
         gm.recompile()
     return gm
+
+
+def _split_parts(node: fx.Node, last_only: bool) -> list[fx.Node]:
+    """Mamba2: the parts of the split of `node` that are selection parameters. Of
+    `in_proj`'s split `(..., gate, xBC, dt)` the last, `dt`; of the activated convolution's
+    split `(x, B, C)` the last two."""
+    parts = []
+    for user in node.users:
+        if user.op not in ("call_function", "call_method") or "split" not in str(user.target):
+            continue
+        taken = [item for item in user.users if item.target is operator.getitem]
+        count = max((item.args[1] for item in taken), default=-1) + 1
+        wanted = {count - 1} if last_only else {count - 2, count - 1}
+        if not last_only and count != 3:
+            continue
+        parts += [item for item in taken if item.args[1] in wanted]
+    return parts

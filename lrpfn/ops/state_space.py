@@ -12,11 +12,27 @@ constant (as it treats a vector norm: `lrpfn.ops.normalization.CONSTANT_STATISTI
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import torch
 from torch import Tensor
 
-__all__ = ["held_constant"]
+from .handler import NONE, Handler
+
+__all__ = ["HANDLERS", "held_constant"]
 
 
 def held_constant(x: Tensor) -> Tensor:
     """`x` itself; for relevance a constant (no relevance flows into or through it)."""
     return x
+
+
+HANDLERS: Mapping[Any, Handler] = {
+    # zeros made in the shape of a data tensor (Mamba2's initial chunk state): constants
+    torch.zeros_like: NONE,
+    torch.ops.aten.zeros_like: NONE,  # as torch.export records it
+    "zeros_like": NONE,
+    "new_zeros": NONE,
+}
+"""The state-space family's handlers (merged into `lrpfn.HANDLERS`)."""

@@ -23,6 +23,7 @@ from . import (
     recurrent,
     resampling,
     rms_norm,
+    state_space,
 )  # fmt: skip
 from .handler import Handler
 
@@ -39,6 +40,7 @@ _FAMILIES: tuple[Mapping[Any, Handler], ...] = (
     elementwise.HANDLERS,
     recurrent.HANDLERS,
     embedding.HANDLERS,
+    state_space.HANDLERS,
 )
 
 
