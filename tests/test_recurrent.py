@@ -200,3 +200,13 @@ def test_lstm_lrp_is_a_preset_for_the_command_line():
     table = composites.lstm_lrp(equal_split=True).entries
     assert (composites.PRODUCT, rules.EqualSplit()) in table
     assert (composites.DENSE, rules.Epsilon(1e-3)) in table
+
+
+@pytest.mark.parametrize("cell_kind", [nn.LSTMCell, nn.GRUCell, nn.RNNCell])
+def test_unbatched_cells_are_unrolled_too(cell_kind):
+    torch.manual_seed(0)
+    cell = cell_kind(3, 4).double().eval()
+    model = CellLoop(cell, 2).eval()
+    x = torch.randn(2, 3, dtype=torch.float64)  # (T, I): no batch axis
+    plan = lrpfn.prepare(model, composites.lstm_lrp(), example_input=x)
+    torch.testing.assert_close(plan.module(x), model(x), rtol=1e-12, atol=1e-12)

@@ -1,7 +1,7 @@
 """Properties of unrolled recurrent layers over random sizes, lengths, layers, directions.
 
 - agreement: lrpfn equals the float64 NumPy reference of Arras's equations
-  (`recurrent_reference`) for any LSTM, GRU or RNN shape;
+  (`recurrent_reference`) for any LSTM (with or without projections), GRU or RNN shape;
 - conservation on bias-free networks from zero states. What is conservative, and checked
   exactly here: a bias-free linear map and a sum pass on all relevance but the stabilizer's
   share, $\\sum_i R_i = R \\cdot z / (z + \\epsilon\\,\\mathrm{sign}(z))$; a gate x signal product
@@ -47,16 +47,20 @@ class Sequence(nn.Module):
     bidirectional=st.booleans(),
     bias=st.booleans(),
     share=st.sampled_from([0.0, 0.5]),
+    projection=st.integers(0, 5),
     seed=st.integers(0, 2**16),
 )
 def test_any_shape_matches_the_reference(
-    kind, inputs, hidden, steps, batch, layers, bidirectional, bias, share, seed
+    kind, inputs, hidden, steps, batch, layers, bidirectional, bias, share, projection, seed
 ):
     torch.manual_seed(seed)
-    rnn = KINDS[kind](inputs, hidden, layers, bias=bias, bidirectional=bidirectional)
-    rnn = rnn.double().eval()
+    options = {"bias": bias, "bidirectional": bidirectional}
+    if kind == "LSTM" and projection < hidden:  # proj_size: 0 (none) or below hidden_size
+        options["proj_size"] = projection
+    rnn = KINDS[kind](inputs, hidden, layers, **options).double().eval()
     x = torch.randn(steps, batch, inputs, dtype=torch.float64)
-    output = torch.randn(steps, batch, hidden * (2 if bidirectional else 1), dtype=torch.float64)
+    width = options.get("proj_size") or hidden
+    output = torch.randn(steps, batch, width * (2 if bidirectional else 1), dtype=torch.float64)
     mapping = composites.lstm_lrp(epsilon=1e-3, equal_split=share == 0.5)
     plan = lrpfn.prepare(Sequence(rnn), mapping, example_input=x)
     torch.testing.assert_close(plan.module(x), rnn(x)[0], rtol=1e-12, atol=1e-12)
