@@ -185,14 +185,17 @@ def test_training_mode_is_refused():
 
 
 def test_gates_take_no_relevance_under_the_default_product_rule():
-    """The linear maps of the sigmoid gates (i, f, o) receive nothing; the candidate's does."""
+    """The sigmoid gates (i, f, o) and their linear map receive nothing; the candidate's
+    linear map does."""
     torch.manual_seed(0)
     model = Classifier(batch_first=True).eval()
     found = lrpfn.relevances(model, torch.randn(2, 3, 4), composites.lstm_lrp())
     for t in range(3):
         assert f"rnn_l0_t{t}_z2" in found  # the candidate g
-        for gate in (0, 1, 3):  # i, f, o
-            assert f"rnn_l0_t{t}_z{gate}" not in found
+        for gate in ("i", "f", "o", "gates", "z"):
+            assert f"rnn_l0_t{t}_{gate}" not in found
+    found = lrpfn.relevances(model, torch.randn(2, 3, 4), composites.lstm_lrp(equal_split=True))
+    assert all(f"rnn_l0_t2_{gate}" in found for gate in ("i", "o", "z"))
 
 
 def test_lstm_lrp_is_a_preset_for_the_command_line():

@@ -7,11 +7,11 @@ initial states given or zero) becomes the ops of its equations, step by step, so
 takes its rule as anywhere else (`lrpfn.ops.recurrent`). With $a_t = [x_t; h_{t-1}]$:
 
 - LSTM: $z_k = W_k a_t + b_k$ for $k \in \{i, f, g, o\}$ ($W_k = [W_{ik}, W_{hk}]$,
-  $b_k = b_{ik} + b_{hk}$; one `F.linear` for the sigmoid gates i, f, o together, each
-  gate's part taken by `gate_slice`, and one for g); $i, f, o = \sigma(z_{i,f,o})$,
+  $b_k = b_{ik} + b_{hk}$; one `F.linear` and one sigmoid for the gates i, f, o together,
+  each gate's part taken by `gate_slice`, and one `F.linear` for g); $i, f, o = \sigma(z_{i,f,o})$,
   $g = \tanh(z_g)$; $c_t = f \odot c_{t-1} + i \odot g$; $h_t = o \odot \tanh(c_t)$, then
   $h_t W_{hr}^\top$ with `proj_size`;
-- GRU: $r, u = \sigma(W_{r,u} a_t + b_{r,u})$ (one `F.linear` for both); $n = \tanh(W_{in} x_t + b_{in} + r \odot
+- GRU: $r, u = \sigma(W_{r,u} a_t + b_{r,u})$ (one `F.linear` and sigmoid for both); $n = \tanh(W_{in} x_t + b_{in} + r \odot
   (W_{hn} h_{t-1} + b_{hn}))$; $h_t = (1 - u) \odot n + u \odot h_{t-1}$;
 - RNN: $h_t = \tanh(W a_t + b)$ (or ReLU).
 
@@ -255,18 +255,22 @@ class _Unroller:
             return (self.gru_step(parts, state[0], suffix, label),)
         return (self.rnn_step(parts, state[0], suffix, label),)
 
-    def preactivations(self, a, with_state, suffix, gates, label) -> list[fx.Node]:
-        """$z_k = W_k a_t + b_k$ of the gates `gates`: one `F.linear` for all (named
-        `{label}_z`), then each gate's slice of it (`gate_slice`, named `{label}_z{k}`)."""
+    def preactivation(self, a, with_state, suffix, gate, label) -> fx.Node:
+        """$z_k = W_k a_t + b_k$ of gate `gate` (named `{label}_z{k}`)."""
+        weight = self.gate_weight(suffix, (gate,), with_state)
+        return self.linear(a, weight, self.gate_bias(suffix, (gate,)), f"{label}_z{gate}")
+
+    def sigmoid_gates(self, a, with_state, suffix, gates, names, label) -> list[fx.Node]:
+        r"""$\sigma(W_k a_t + b_k)$ of the gates `gates`: one `F.linear` and one sigmoid for
+        all (named `{label}_z`, `{label}_gates`), then each gate's part (`gate_slice`, named
+        `{label}_{name}`)."""
         weight = self.gate_weight(suffix, gates, with_state)
-        bias = self.gate_bias(suffix, gates)
-        if len(gates) == 1:
-            return [self.linear(a, weight, bias, f"{label}_z{gates[0]}")]
-        z = self.linear(a, weight, bias, f"{label}_z")
+        z = self.linear(a, weight, self.gate_bias(suffix, gates), f"{label}_z")
+        values = self.call(torch.sigmoid, z, name=f"{label}_gates")
         count = len(gates)
         return [
-            self.call(ops.gate_slice, z, index, count, name=f"{label}_z{gate}")
-            for index, gate in enumerate(gates)
+            self.call(ops.gate_slice, values, index, count, name=f"{label}_{name}")
+            for index, name in enumerate(names)
         ]
 
     def joint_input(self, parts: list[fx.Node], h: fx.Node | None) -> fx.Node:
@@ -278,12 +282,8 @@ class _Unroller:
         a = self.joint_input(parts, h)
         # the sigmoid gates share one linear map (which takes no relevance under
         # SignalTakesAll), the candidate g has its own
-        i, f, o = (
-            self.call(torch.sigmoid, z)
-            for z in self.preactivations(a, h is not None, suffix, (0, 1, 3), label)
-        )
-        (z_g,) = self.preactivations(a, h is not None, suffix, (2,), label)
-        g = self.call(torch.tanh, z_g)
+        i, f, o = self.sigmoid_gates(a, h is not None, suffix, (0, 1, 3), "ifo", label)
+        g = self.call(torch.tanh, self.preactivation(a, h is not None, suffix, 2, label))
         update = self.call(ops.gate_times, i, g, name=f"{label}_{'c' if c is None else 'ig'}")
         if c is None:  # c_0 = 0: c_1 = i * g
             c_new = update
@@ -298,8 +298,7 @@ class _Unroller:
 
     def gru_step(self, parts, h, suffix, label) -> fx.Node:
         a = self.joint_input(parts, h)
-        reset, update = self.preactivations(a, h is not None, suffix, (0, 1), label)
-        r, u = self.call(torch.sigmoid, reset), self.call(torch.sigmoid, update)
+        r, u = self.sigmoid_gates(a, h is not None, suffix, (0, 1), "ru", label)
         x = self.cat(parts)
         weight = self.gate_weight(suffix, (2,), with_state=False)
         candidate = self.linear(x, weight, self.gate_bias(suffix, (2,), "ih"), f"{label}_z2")
@@ -319,7 +318,7 @@ class _Unroller:
         return self.call(operator.add, kept, self.call(ops.gate_times, u, h), name=f"{label}_h")
 
     def rnn_step(self, parts, h, suffix, label) -> fx.Node:
-        (z,) = self.preactivations(self.joint_input(parts, h), h is not None, suffix, (0,), label)
+        z = self.preactivation(self.joint_input(parts, h), h is not None, suffix, 0, label)
         relu = self.module.nonlinearity == "relu"
         return self.call(torch.relu if relu else torch.tanh, z, name=f"{label}_h")
 
