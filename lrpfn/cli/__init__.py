@@ -30,7 +30,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import LRPError
-from . import check, evaluate, explain, explain_dataset, rules
+from . import atlas, check, evaluate, explain, explain_dataset, report, rules
 from ._common import CLIError, check_rule_name, make_rules
 from ._images import Preprocessing, find_images, imagenet_preprocessing
 from ._models import load_model
@@ -48,7 +48,7 @@ __all__ = [
     "make_rules",
 ]
 
-VERBS = (explain, explain_dataset, evaluate, rules, check)
+VERBS = (explain, explain_dataset, atlas, report, evaluate, rules, check)
 """The modules of the subcommands, in the order `lrpfn --help` lists them."""
 
 
