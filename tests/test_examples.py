@@ -177,3 +177,9 @@ def test_atlas_digits(tmp_path):
     assert _is_png(tmp_path / "atlas" / "atlas.png")
     assert (tmp_path / "atlas" / "atlas.zarr" / "layers" / "3").is_dir()
     assert "class 9: channels" in result.stdout
+
+
+def test_explain_lstm(tmp_path):
+    result = _run("explain_lstm.py", "--smoke", cwd=tmp_path)
+    assert _is_png(tmp_path / "out" / "lstm_tokens.png")
+    assert "test accuracy:" in result.stdout and "share of |relevance| on the key" in result.stdout

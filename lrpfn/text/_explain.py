@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..composites import attnlrp
+from ..composites import attnlrp, mamba_lrp
 from ..engine import lrp
 from ..errors import InvalidInputError
 from ._inputs import is_bidirectional, model_inputs
@@ -56,6 +56,12 @@ class TokenRelevance:
         return to_terminal(self, tokenizer, sample)
 
 
+def _state_space(model: nn.Module) -> bool:
+    """A state-space language model (Mamba), which takes no 4-d attention mask."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return model_type in ("mamba", "mamba2", "falcon_mamba")
+
+
 def explain(
     model: nn.Module,
     input_ids: Tensor,
@@ -79,7 +85,8 @@ def explain(
         position: the token position whose logits are explained (-1: the next-token
             prediction of a causal LM; a mask's position for a masked LM); None for a
             sequence classifier, whose logits have no token axis (set automatically).
-        rules: a rule mapping (default `lrpfn.composites.attnlrp()`).
+        rules: a rule mapping (default `lrpfn.composites.attnlrp()`; for Mamba models
+            `lrpfn.composites.mamba_lrp()`).
         causal: whether the model attends causally (default: inferred, encoders with a
             masked-LM head attend both ways).
 
@@ -104,6 +111,8 @@ def explain(
     with torch.no_grad():
         embeddings = embedding(input_ids).detach()
     causal = not is_bidirectional(model) if causal is None else causal
+    if _state_space(model):  # no attention: the model takes its 2-d padding mask as it is
+        causal = False
     constants = model_inputs(model, input_ids, attention_mask, embeddings.dtype, causal)
     with torch.no_grad():
         logits = EmbeddingsToLogits(model, constants, None)(embeddings)
@@ -115,7 +124,9 @@ def explain(
     if target is None:
         target = explained.argmax(-1)
     target = torch.as_tensor(target, device=explained.device).long().expand(len(input_ids))
-    relevance = lrp(wrapper, embeddings, attnlrp() if rules is None else rules, target=target)
+    if rules is None:
+        rules = mamba_lrp() if _state_space(model) else attnlrp()
+    relevance = lrp(wrapper, embeddings, rules, target=target)
     return TokenRelevance(
         relevance=relevance,
         scores=relevance.sum(-1),
