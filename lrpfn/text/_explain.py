@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from ..composites import attnlrp
 from ..engine import lrp
 from ..errors import InvalidInputError
+from ._check import check_logits, own_logits
 from ._inputs import is_bidirectional, model_inputs
 from ._render import to_html, to_terminal
 from ._wrapper import EmbeddingsToLogits
@@ -89,6 +90,10 @@ def explain(
     Raises:
         InvalidInputError: `input_ids` is not a 2-d integer tensor, or the model has no
             input embeddings.
+        ModelMismatchError: the explained logit differs from the model's own forward on
+            `input_ids` (see `lrpfn.text._check`).
+        NonFiniteOutputError: the model's own logit is NaN or infinite.
+        UnsupportedModelError: the model builds its inputs in a way lrpfn cannot rebuild.
     """
     if not isinstance(input_ids, Tensor) or input_ids.ndim != 2 or input_ids.is_floating_point():
         raise InvalidInputError(
@@ -115,6 +120,10 @@ def explain(
     if target is None:
         target = explained.argmax(-1)
     target = torch.as_tensor(target, device=explained.device).long().expand(len(input_ids))
+    own = own_logits(
+        model, input_ids, attention_mask, position, position_ids=constants.get("position_ids")
+    )
+    check_logits(model, explained, own, target)
     relevance = lrp(wrapper, embeddings, attnlrp() if rules is None else rules, target=target)
     return TokenRelevance(
         relevance=relevance,
