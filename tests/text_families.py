@@ -8,7 +8,7 @@ sliding window differs from one with full causal attention.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
