@@ -26,8 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..composites import attnlrp
-from ..engine import Plan
-from ..engine import prepare as prepare_plan
+from ..engine import Plan, prepare as prepare_plan
 from ..errors import InvalidInputError, InvalidRuleError
 from ._inputs import accepts, is_bidirectional, model_inputs
 from ._wrapper import EmbeddingsToLogits, buffers, fixed_options
