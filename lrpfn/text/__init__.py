@@ -16,5 +16,9 @@ at the token embeddings (`inputs_embeds`); the model is never modified or patche
 """
 
 from ._explain import TokenRelevance as TokenRelevance, explain as explain
+from ._generation import (
+    GenerationRelevance as GenerationRelevance,
+    explain_generation as explain_generation,
+)
 from ._prepared import PreparedLanguageModel as PreparedLanguageModel, prepare as prepare
 from ._render import to_html as to_html, to_terminal as to_terminal

@@ -31,7 +31,7 @@ from ..errors import InvalidInputError, InvalidRuleError
 from ._inputs import accepts, is_bidirectional, model_inputs
 from ._wrapper import EmbeddingsToLogits, buffers, fixed_options
 
-__all__ = ["PreparedLanguageModel", "prepare", "prepared"]
+__all__ = ["PreparedLanguageModel", "check_ids", "prepare", "prepared"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,7 +56,7 @@ class PreparedLanguageModel:
 
     def embed(self, input_ids: Tensor) -> Tensor:
         """The token embeddings of `input_ids` (no gradient)."""
-        _check_ids(input_ids)
+        check_ids(input_ids)
         with torch.no_grad():
             return self.model.get_input_embeddings()(input_ids).detach()
 
@@ -166,7 +166,7 @@ def _check_model(model: nn.Module) -> None:
         )
 
 
-def _check_ids(input_ids: Any) -> None:
+def check_ids(input_ids: Any) -> None:
     if not isinstance(input_ids, Tensor) or input_ids.ndim != 2 or input_ids.is_floating_point():
         raise InvalidInputError(
             "input_ids must be a (batch, tokens) integer tensor, e.g. "
