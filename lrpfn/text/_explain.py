@@ -17,13 +17,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..composites import attnlrp
-from ..engine import lrp
-from ..errors import InvalidInputError
+from ..errors import InvalidTargetError
 from ._check import check_logits, own_logits
-from ._inputs import is_bidirectional, model_inputs
+from ._prepared import PreparedLanguageModel, prepared
 from ._render import to_html, to_terminal
-from ._wrapper import EmbeddingsToLogits
+from ._walk import logit_starts, walk_from_output
 
 __all__ = ["TokenRelevance", "explain"]
 
@@ -58,7 +56,7 @@ class TokenRelevance:
 
 
 def explain(
-    model: nn.Module,
+    model: nn.Module | PreparedLanguageModel,
     input_ids: Tensor,
     attention_mask: Tensor | None = None,
     target: int | Tensor | None = None,
@@ -66,13 +64,15 @@ def explain(
     rules: Any = None,
     *,
     causal: bool | None = None,
+    contrast: int | Tensor | None = None,
 ) -> TokenRelevance:
     """Explain a logit of a Hugging Face language model at its token embeddings.
 
     Arguments:
         model: a causal LM (`...ForCausalLM`), a masked LM or a sequence classifier, in
             eval mode; any module with `get_input_embeddings()` whose forward takes
-            `inputs_embeds=` and returns `.logits`.
+            `inputs_embeds=` and returns `.logits`. Or a `PreparedLanguageModel` from
+            `lrpfn.text.prepare`, which captures once per shape and reuses the capture.
         input_ids: `(batch, tokens)` token ids (all samples of one length: pad them).
         attention_mask: `(batch, tokens)`, 1 for tokens, 0 for padding (default: all 1).
         target: the vocabulary or class index to explain: None (the argmax), an int, or a
@@ -80,12 +80,16 @@ def explain(
         position: the token position whose logits are explained (-1: the next-token
             prediction of a causal LM; a mask's position for a masked LM); None for a
             sequence classifier, whose logits have no token axis (set automatically).
-        rules: a rule mapping (default `lrpfn.composites.attnlrp()`).
+        rules: a rule mapping (default `lrpfn.composites.attnlrp()`; None with a
+            prepared model, which holds its rules).
         causal: whether the model attends causally (default: inferred, encoders with a
             masked-LM head attend both ways).
+        contrast: a token (or class) index $b$, an int or `(batch,)`: then the explained
+            quantity is the logit difference $z_a - z_b$ ("why a rather than b"), which
+            the relevance sums to under conservative rules.
 
     Returns:
-        A `TokenRelevance`.
+        A `TokenRelevance` (`logit` holds $z_a - z_b$ with a contrast).
 
     Raises:
         InvalidInputError: `input_ids` is not a 2-d integer tensor, or the model has no
@@ -95,41 +99,49 @@ def explain(
         NonFiniteOutputError: the model's own logit is NaN or infinite.
         UnsupportedModelError: the model builds its inputs in a way lrpfn cannot rebuild.
     """
-    if not isinstance(input_ids, Tensor) or input_ids.ndim != 2 or input_ids.is_floating_point():
-        raise InvalidInputError(
-            "input_ids must be a (batch, tokens) integer tensor, e.g. "
-            "tokenizer(texts, return_tensors='pt', padding=True).input_ids."
-        )
-    embedding = getattr(model, "get_input_embeddings", lambda: None)()
-    if embedding is None:
-        raise InvalidInputError(
-            f"{type(model).__name__} has no get_input_embeddings(): lrpfn.text explains Hugging "
-            "Face language models at their token embeddings. For other models use lrpfn.lrp."
-        )
-    with torch.no_grad():
-        embeddings = embedding(input_ids).detach()
-    causal = not is_bidirectional(model) if causal is None else causal
-    constants = model_inputs(model, input_ids, attention_mask, embeddings.dtype, causal)
-    with torch.no_grad():
-        logits = EmbeddingsToLogits(model, constants, None)(embeddings)
-    if logits.ndim == 2:
+    held = prepared(model, rules, causal)
+    embeddings = held.embed(input_ids)
+    constants = held.inputs(input_ids, attention_mask, embeddings.dtype)
+    if not held.token_logits:
         position = None
-    wrapper = EmbeddingsToLogits(model, constants, position)
-    with torch.no_grad():
-        explained = wrapper(embeddings)
-    if target is None:
-        target = explained.argmax(-1)
-    target = torch.as_tensor(target, device=explained.device).long().expand(len(input_ids))
-    own = own_logits(
-        model, input_ids, attention_mask, position, position_ids=constants.get("position_ids")
-    )
-    check_logits(model, explained, own, target)
-    relevance = lrp(wrapper, embeddings, attnlrp() if rules is None else rules, target=target)
+    plan = held.plan(embeddings, constants, position)
+    chosen: dict[str, Tensor] = {}
+
+    def starts(logits: Tensor) -> Tensor:
+        chosen["target"] = _indices(target, logits, len(input_ids), "target")
+        chosen["contrast"] = _indices(contrast, logits, len(input_ids), "contrast")
+        positions = constants.get("position_ids")
+        own = own_logits(held.model, input_ids, attention_mask, position, position_ids=positions)
+        for index in (chosen["target"], chosen["contrast"]):
+            if index is not None:  # the graph's logits against the model's, before the walk
+                check_logits(held.model, logits, own, index)
+        return logit_starts(logits, chosen["target"], chosen["contrast"])
+
+    logits, relevance, _ = walk_from_output(plan, embeddings, starts)
+    explained = logits.gather(1, chosen["target"][:, None])[:, 0]
+    if chosen["contrast"] is not None:
+        explained = explained - logits.gather(1, chosen["contrast"][:, None])[:, 0]
     return TokenRelevance(
         relevance=relevance,
         scores=relevance.sum(-1),
-        logit=explained.gather(1, target[:, None])[:, 0],
-        target=target,
+        logit=explained,
+        target=chosen["target"],
         input_ids=input_ids,
         position=position,
     )
+
+
+def _indices(index: int | Tensor | None, logits: Tensor, batch: int, name: str) -> Tensor | None:
+    """`index` as a LongTensor `(batch,)` in range (None: the argmax for a target)."""
+    if index is None:
+        return logits.argmax(-1) if name == "target" else None
+    index = torch.as_tensor(index, device=logits.device)
+    if index.is_floating_point() or index.ndim > 1 or index.numel() not in (1, batch):
+        raise InvalidTargetError(
+            f"{name} must be an int or an integer tensor of shape ({batch},), got {index!r}."
+        )
+    if index.min() < 0 or index.max() >= logits.shape[-1]:
+        raise InvalidTargetError(
+            f"{name} {index.tolist()} is out of range for {logits.shape[-1]} logits."
+        )
+    return index.long().expand(batch)
