@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from ..composites import attnlrp
 from ..engine import Plan, prepare as prepare_plan
 from ..errors import InvalidInputError, InvalidRuleError
+from ._experts import routed
 from ._inputs import accepts, is_bidirectional, model_inputs
 from ._wrapper import EmbeddingsToLogits, buffers, fixed_options
 
@@ -83,7 +84,7 @@ class PreparedLanguageModel:
         key = _capture_key(embeddings, tensors, fixed_options(constants), position, last)
         held = self.plans.get(key)
         if held is None:
-            wrapper = EmbeddingsToLogits(self.model, constants, position, last)
+            wrapper = EmbeddingsToLogits(routed(self.model), constants, position, last)
             held = prepare_plan(wrapper, self.rules, example_input=embeddings)
             self.plans[key] = held
             return held
