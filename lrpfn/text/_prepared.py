@@ -27,9 +27,10 @@ from torch import Tensor, nn
 
 from ..composites import attnlrp
 from ..engine import Plan, prepare as prepare_plan
-from ..errors import InvalidInputError, InvalidRuleError
+from ..errors import InvalidInputError, InvalidRuleError, UnsupportedModelError
 from ._experts import routed
 from ._inputs import accepts, is_bidirectional, model_inputs
+from ._seq2seq import is_encoder_decoder
 from ._wrapper import EmbeddingsToLogits, buffers, fixed_options
 
 __all__ = ["PreparedLanguageModel", "check_ids", "prepare", "prepared"]
@@ -160,6 +161,12 @@ def prepared(
 
 
 def _check_model(model: nn.Module) -> None:
+    if is_encoder_decoder(model):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is an encoder-decoder: text.prepare holds captures of "
+            "decoder-only and encoder models (and explain_generation needs one). Explain it "
+            "with text.explain(model, input_ids, decoder_input_ids=...), which captures per call."
+        )
     if getattr(model, "get_input_embeddings", lambda: None)() is None:
         raise InvalidInputError(
             f"{type(model).__name__} has no get_input_embeddings(): lrpfn.text explains Hugging "
