@@ -179,3 +179,27 @@ def build(name: str, dtype: torch.dtype = torch.float64, seed: int = 0, **option
     for key, value in options.items():
         setattr(model.config, key, value)
     return model.to(dtype).eval()
+
+
+def classifier(name: str, dtype: torch.dtype = torch.float64, seed: int = 0):
+    """The family's `...ForSequenceClassification` (3 labels, pad token 1), seeded."""
+    t = _transformers()
+    torch.manual_seed(seed)
+    if name == "llama":
+        model = t.LlamaForSequenceClassification(
+            t.LlamaConfig(**_DECODER, num_labels=3, pad_token_id=1)
+        )
+    elif name == "qwen2":
+        model = t.Qwen2ForSequenceClassification(
+            t.Qwen2Config(**_DECODER, num_labels=3, pad_token_id=1)
+        )
+    elif name == "gpt2":
+        config = t.GPT2Config(
+            vocab_size=VOCAB, n_embd=16, n_layer=2, n_head=2, num_labels=3, pad_token_id=1
+        )
+        model = t.GPT2ForSequenceClassification(config)
+    else:
+        model = t.BertForSequenceClassification(
+            _encoder_config(t.BertConfig, num_labels=3, pad_token_id=1)
+        )
+    return model.to(dtype).eval()

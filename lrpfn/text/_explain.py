@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ..errors import InvalidInputError, InvalidTargetError
 from ._check import check_logits, own_logits
+from ._pooling import pooled_tokens, rotate_back, rotate_to_last
 from ._prepared import PreparedLanguageModel, check_ids, prepared
 from ._render import to_html, to_terminal
 from ._seq2seq import is_encoder_decoder, joint_embeddings, plan as encoder_decoder_plan, split
@@ -119,16 +120,27 @@ def explain(
             model, input_ids, attention_mask, decoder_input_ids, target, position, rules, contrast
         )
     held = prepared(model, rules, causal)
-    embeddings = held.embed(input_ids)
-    constants = held.inputs(input_ids, attention_mask, embeddings.dtype)
+    pooled = None  # a decoder classifier's pooled tokens, rotated to the end (`_pooling`)
+    graph_ids, graph_mask = input_ids, attention_mask
+    if not held.token_logits and held.causal:
+        check_ids(input_ids)
+        pooled = pooled_tokens(held.model, input_ids)
+        if pooled is not None:
+            graph_ids, graph_mask = rotate_to_last(input_ids, attention_mask, pooled)
+    embeddings = held.embed(graph_ids)
+    constants = held.inputs(graph_ids, graph_mask, embeddings.dtype)
     if not held.token_logits:
         position = None
     plan = held.plan(embeddings, constants, position)
     positions = constants.get("position_ids")
+    if pooled is not None and positions is not None:
+        positions = rotate_back(positions, pooled)
     own = own_logits(held.model, input_ids, attention_mask, position, position_ids=positions)
     relevance, explained, chosen = _walk_checked(
         held.model, plan, embeddings, own, target, contrast
     )
+    if pooled is not None:
+        relevance = rotate_back(relevance, pooled)
     return TokenRelevance(
         relevance=relevance,
         scores=relevance.sum(-1),
