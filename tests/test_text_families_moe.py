@@ -1,7 +1,7 @@
-"""Mixture-of-experts families (Mixtral, Qwen3-MoE): the routing decided by the forward for
+"""Mixture-of-experts families (Mixtral, Qwen2-MoE with its shared expert, Qwen3-MoE): the routing decided by the forward for
 the given input, the block computed densely (`lrpfn.text._experts`), and CP-LRP holding
 the router weights constant, so the token scores sum to the explained logit (float64;
-both families are bias-free).
+Qwen2-MoE's biases are in the queries and keys, which CP-LRP does not explain).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lrpfn import composites, text
+from lrpfn.errors import UnsupportedModelError
 from lrpfn.text._experts import RoutedExperts, routed
 
 pytest.importorskip("transformers", reason="transformers is the [text] extra")
@@ -64,3 +65,11 @@ def test_attnlrp_in_float32_sends_relevance_through_the_router_too(family):
     cp = text.explain(model, input_ids, rules=composites.cp_lrp(), target=attn.target)
     assert torch.isfinite(attn.relevance).all()
     assert not torch.allclose(attn.scores, cp.scores, rtol=1e-3, atol=1e-5)
+
+
+def test_a_window_the_model_builds_without_masking_utils_is_refused():
+    """Qwen2-MoE (transformers 4.54) builds its masks itself, not with masking_utils: a
+    configured sliding window is named rather than replaced by full attention."""
+    model = families.build("qwen2_moe", use_sliding_window=True, sliding_window=3)
+    with pytest.raises(UnsupportedModelError, match=r"Qwen2MoeForCausalLM.*sliding window"):
+        text.explain(model, _ids())

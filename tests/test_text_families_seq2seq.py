@@ -18,15 +18,6 @@ import text_families as families
 SEQ2SEQ = sorted(families.SEQ2SEQ)
 
 
-def _bias_free(model):
-    """The same model with every bias and learned position embedding 0 (BART has both)."""
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("bias") or "embed_positions" in name:
-                parameter.zero_()
-    return model
-
-
 def _inputs(seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(2, families.VOCAB, (2, 6), generator=generator)
@@ -38,7 +29,7 @@ def _inputs(seed: int = 0):
 
 @pytest.mark.parametrize("family", SEQ2SEQ)
 def test_cp_lrp_conserves_over_encoder_and_decoder_tokens(family):
-    model = _bias_free(families.build(family))
+    model = families.bias_free(families.build(family))
     input_ids, mask, decoder_input_ids = _inputs()
     explanation = text.explain(
         model,
