@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidTargetError
+from ._check import check_logits, own_logits
 from ._prepared import PreparedLanguageModel, prepared
 from ._render import to_html, to_terminal
 from ._walk import logit_starts, walk_from_output
@@ -93,6 +94,10 @@ def explain(
     Raises:
         InvalidInputError: `input_ids` is not a 2-d integer tensor, or the model has no
             input embeddings.
+        ModelMismatchError: the explained logit differs from the model's own forward on
+            `input_ids` (see `lrpfn.text._check`).
+        NonFiniteOutputError: the model's own logit is NaN or infinite.
+        UnsupportedModelError: the model builds its inputs in a way lrpfn cannot rebuild.
     """
     held = prepared(model, rules, causal)
     embeddings = held.embed(input_ids)
@@ -111,6 +116,17 @@ def explain(
     explained = logits.gather(1, chosen["target"][:, None])[:, 0]
     if chosen["contrast"] is not None:
         explained = explained - logits.gather(1, chosen["contrast"][:, None])[:, 0]
+    own = own_logits(
+        held.model,
+        input_ids,
+        attention_mask,
+        position,
+        position_ids=constants.get("position_ids"),
+        logits_to_keep=1 if position == -1 else None,
+    )
+    for index in (chosen["target"], chosen["contrast"]):
+        if index is not None:
+            check_logits(held.model, logits, own, index)
     return TokenRelevance(
         relevance=relevance,
         scores=relevance.sum(-1),

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidInputError, InvalidTargetError
+from ._check import check_logits, own_logits
 from ._prepared import PreparedLanguageModel, check_ids, prepared
 from ._render_generation import generation_html, generation_terminal
 from ._walk import logit_starts, walk_from_output
@@ -95,6 +96,11 @@ def explain_generation(
 
     Returns:
         A `GenerationRelevance`.
+
+    Raises:
+        InvalidInputError: not a causal LM, bad ids, `max_new_tokens` or `generated_ids`.
+        ModelMismatchError, NonFiniteOutputError: the explained logits differ from the
+            model's own forward over the sequence, or are not finite (`text._check`).
     """
     held = prepared(model, rules)
     if not held.causal or not held.token_logits:
@@ -121,6 +127,17 @@ def explain_generation(
         return steps[:, None, :, None] * one_start[None]
 
     logits, relevance, _ = walk_from_output(plan, embeddings, starts)
+    own = own_logits(
+        held.model,
+        fed,
+        None if attention_mask is None else fed_mask,
+        None,
+        position_ids=constants.get("position_ids"),
+        logits_to_keep=count,
+    )[:, -count:]
+    for index in (new, chosen["contrast"]):
+        if index is not None:
+            check_logits(held.model, logits.flatten(0, 1), own.flatten(0, 1), index.flatten())
     explained = logits.gather(-1, new[..., None])[..., 0]
     if chosen["contrast"] is not None:
         explained = explained - logits.gather(-1, chosen["contrast"][..., None])[..., 0]
