@@ -23,7 +23,7 @@ from ._prepared import PreparedLanguageModel, prepared
 from ._render import to_html, to_terminal
 from ._walk import logit_starts, walk_from_output
 
-__all__ = ["TokenRelevance", "explain"]
+__all__ = ["TokenRelevance", "explain", "explained_tokens"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,21 @@ def explain(
         UnsupportedModelError: the model builds its inputs in a way lrpfn cannot rebuild.
     """
     held = prepared(model, rules, causal)
+    explanation, _ = explained_tokens(held, input_ids, attention_mask, target, position, contrast)
+    return explanation
+
+
+def explained_tokens(
+    held: PreparedLanguageModel,
+    input_ids: Tensor,
+    attention_mask: Tensor | None,
+    target: int | Tensor | None,
+    position: int | None,
+    contrast: int | Tensor | None,
+    keep_all: bool = False,
+) -> tuple[TokenRelevance, dict[str, Any]]:
+    """`explain` on a prepared model; with `keep_all` also every node's relevance
+    `{node name: relevance}` of the walk and the plan under the key "plan"."""
     embeddings = held.embed(input_ids)
     constants = held.inputs(input_ids, attention_mask, embeddings.dtype)
     if not held.token_logits:
@@ -112,7 +127,7 @@ def explain(
         chosen["contrast"] = _indices(contrast, logits, len(input_ids), "contrast")
         return logit_starts(logits, chosen["target"], chosen["contrast"])
 
-    logits, relevance, _ = walk_from_output(plan, embeddings, starts)
+    logits, relevance, recorded = walk_from_output(plan, embeddings, starts, keep_all)
     explained = logits.gather(1, chosen["target"][:, None])[:, 0]
     if chosen["contrast"] is not None:
         explained = explained - logits.gather(1, chosen["contrast"][:, None])[:, 0]
@@ -127,7 +142,7 @@ def explain(
     for index in (chosen["target"], chosen["contrast"]):
         if index is not None:
             check_logits(held.model, logits, own, index)
-    return TokenRelevance(
+    explanation = TokenRelevance(
         relevance=relevance,
         scores=relevance.sum(-1),
         logit=explained,
@@ -135,6 +150,7 @@ def explain(
         input_ids=input_ids,
         position=position,
     )
+    return explanation, ({**recorded, "plan": plan} if keep_all else {})
 
 
 def _indices(index: int | Tensor | None, logits: Tensor, batch: int, name: str) -> Tensor | None:
