@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lrpfn import composites, text
+from lrpfn import composites, concepts, text
 from lrpfn.errors import UnsupportedModelError
 
 transformers = pytest.importorskip("transformers", reason="transformers is the [text] extra")
@@ -81,3 +81,32 @@ def test_a_model_without_a_list_of_layers_is_named():
     model.config.num_hidden_layers = 3  # no ModuleList of 3 layers
     with pytest.raises(UnsupportedModelError, match="ModuleList"):
         text.explain_inside(model, torch.randint(0, VOCAB, (1, 4)))
+
+
+def test_concepts_on_heads_and_neurons_agree_with_the_inside_walk():
+    """`lrpfn.concepts.importance` at a layer's attention output (heads on axis 1) and
+    MLP neurons (`channel_axis=-1`) gives what `explain_inside` reads off its own walk;
+    a head's conditional heatmap sums to that head's relevance (CP-LRP, bias-free)."""
+    model = _llama()
+    prepared = text.prepare(model, rules=composites.cp_lrp(epsilon=0.0))
+    input_ids = torch.randint(0, VOCAB, (2, 6))
+    inside = text.explain_inside(prepared, input_ids)
+    nodes = text.concept_nodes(prepared, input_ids)
+    for layer in range(2):
+        heads = concepts.importance(nodes.plan, nodes.embeddings, None, nodes.heads[layer])
+        torch.testing.assert_close(heads, inside.heads[layer], rtol=1e-10, atol=1e-13)
+        neurons = concepts.importance(
+            nodes.plan, nodes.embeddings, None, nodes.neurons[layer], channel_axis=-1
+        )
+        torch.testing.assert_close(neurons, inside.neurons[layer], rtol=1e-10, atol=1e-13)
+    maps = concepts.conditional(
+        nodes.plan, nodes.embeddings, None, [{nodes.heads[1]: [h]} for h in range(HEADS)]
+    )
+    assert maps.shape == (HEADS, 2, 6, 16)
+    torch.testing.assert_close(maps.sum((2, 3)), inside.heads[1].T, rtol=1e-9, atol=1e-12)
+    neuron_maps = concepts.conditional(
+        nodes.plan, nodes.embeddings, None, [{nodes.neurons[0]: [3, 4]}], channel_axis=-1
+    )
+    torch.testing.assert_close(
+        neuron_maps.sum((2, 3))[0], inside.neurons[0][:, 3:5].sum(1), rtol=1e-9, atol=1e-12
+    )
