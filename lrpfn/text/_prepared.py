@@ -29,7 +29,7 @@ from ..composites import attnlrp
 from ..engine import Plan, prepare as prepare_plan
 from ..errors import InvalidInputError, InvalidRuleError
 from ._inputs import accepts, is_bidirectional, model_inputs
-from ._wrapper import EmbeddingsToLogits, buffers, fixed_options
+from ._wrapper import SELECT, EmbeddingsToLogits, buffers, fixed_options
 
 __all__ = ["PreparedLanguageModel", "check_ids", "prepare", "prepared"]
 
@@ -76,14 +76,18 @@ class PreparedLanguageModel:
         constants: Mapping[str, Any],
         position: int | None,
         last: int | None = None,
+        select: Tensor | None = None,
     ) -> Plan:
-        """The plan explaining `EmbeddingsToLogits(model, constants, position, last)` at
-        `embeddings`' shape: captured on the first call at its key, reused after."""
+        """The plan explaining `EmbeddingsToLogits(model, constants, position, last,
+        select)` at `embeddings`' shape: captured on the first call at its key, reused
+        after."""
         tensors = buffers(constants)
+        if select is not None:
+            tensors[SELECT] = select
         key = _capture_key(embeddings, tensors, fixed_options(constants), position, last)
         held = self.plans.get(key)
         if held is None:
-            wrapper = EmbeddingsToLogits(self.model, constants, position, last)
+            wrapper = EmbeddingsToLogits(self.model, constants, position, last, select)
             held = prepare_plan(wrapper, self.rules, example_input=embeddings)
             self.plans[key] = held
             return held
