@@ -127,12 +127,14 @@ def prepare(
     _check_model(model)
     causal = not is_bidirectional(model) if causal is None else causal
     rules = attnlrp() if rules is None else rules
-    probe = PreparedLanguageModel(model, rules, causal, token_logits=False)
+    probe = PreparedLanguageModel(model, rules, causal, token_logits=True)
     device = next(model.parameters()).device
     ids = torch.zeros((1, 2), dtype=torch.long, device=device)
-    embeddings = probe.embed(ids)
-    token_logits = probe.logits(embeddings, probe.inputs(ids, None, embeddings.dtype)).ndim == 3
-    held = replace(probe, token_logits=token_logits)
+    held = probe
+    if not getattr(model.config, "is_encoder_decoder", False):  # whose decoders have tokens
+        embeddings = probe.embed(ids)
+        logits = probe.logits(embeddings, probe.inputs(ids, None, embeddings.dtype))
+        held = replace(probe, token_logits=logits.ndim == 3)
     if input_ids is not None:
         if isinstance(input_ids, (tuple, list, torch.Size)):
             input_ids = torch.zeros(tuple(input_ids), dtype=torch.long, device=device)
