@@ -140,7 +140,7 @@ def prepare(
             input_ids = torch.zeros(tuple(input_ids), dtype=torch.long, device=device)
         embeddings = held.embed(input_ids)
         constants = held.inputs(input_ids, None, embeddings.dtype)
-        held.plan(embeddings, constants, -1 if token_logits else None)
+        held.plan(embeddings, constants, -1 if held.token_logits else None)
     return held
 
 
