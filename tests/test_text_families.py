@@ -28,17 +28,6 @@ SUPPORTED = sorted({**families.DECODERS, **families.ENCODERS})
 LENGTH = 8  # longer than the sliding windows (3)
 
 
-def _bias_free(model):
-    """The same model with every bias and absolute position (and token type) embedding 0."""
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("bias") or any(
-                part in name for part in ("position", "wpe", "token_type")
-            ):
-                parameter.zero_()
-    return model
-
-
 def _padded(side: str, seed: int = 0):
     """Two samples of LENGTH ids; the second has two padding tokens on `side`."""
     generator = torch.Generator().manual_seed(seed)
@@ -65,7 +54,7 @@ def _is_decoder(model) -> bool:
 
 @pytest.mark.parametrize("family", SUPPORTED)
 def test_cp_lrp_conserves_the_models_own_logit(family):
-    model = _bias_free(families.build(family))
+    model = families.bias_free(families.build(family))
     decoder = family in families.DECODERS
     input_ids, mask = _padded("left" if decoder else "right")
     position = -1 if decoder else 3
@@ -95,3 +84,13 @@ def test_attnlrp_in_float32_with_the_other_padding(family):
     assert torch.isfinite(explanation.relevance).all()
     assert explanation.scores.abs().sum() > 0
     assert torch.all(explanation.relevance[1][mask[1] == 0] == 0)
+
+
+def test_opt_without_a_mask():
+    """OPT computes positions from the attention mask; without one it is explained too."""
+    model = families.build("opt")
+    input_ids = _padded("left")[0]
+    explanation = text.explain(model, input_ids, rules=composites.cp_lrp(epsilon=0.0))
+    with torch.no_grad():
+        own = model(input_ids).logits[:, -1].gather(1, explanation.target[:, None])[:, 0]
+    torch.testing.assert_close(explanation.logit, own, rtol=1e-9, atol=1e-9)

@@ -142,6 +142,15 @@ def qwen3_moe():
     return t.Qwen3MoeForCausalLM(config)
 
 
+def qwen2_moe():
+    t = _transformers()
+    config = t.Qwen2MoeConfig(
+        **_DECODER, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
+        shared_expert_intermediate_size=16,
+    )  # fmt: skip
+    return t.Qwen2MoeForCausalLM(config)
+
+
 def t5():
     t = _transformers()
     config = t.T5Config(
@@ -167,7 +176,9 @@ DECODERS: dict[str, Callable] = {
     "opt": opt,
 }  # fmt: skip
 ENCODERS: dict[str, Callable] = {"bert": bert, "roberta": roberta, "distilbert": distilbert}
-MIXTURES: dict[str, Callable] = {"mixtral": mixtral, "qwen3_moe": qwen3_moe}
+MIXTURES: dict[str, Callable] = {
+    "mixtral": mixtral, "qwen2_moe": qwen2_moe, "qwen3_moe": qwen3_moe,
+}  # fmt: skip
 SEQ2SEQ: dict[str, Callable] = {"t5": t5, "bart": bart}
 
 
@@ -179,3 +190,39 @@ def build(name: str, dtype: torch.dtype = torch.float64, seed: int = 0, **option
     for key, value in options.items():
         setattr(model.config, key, value)
     return model.to(dtype).eval()
+
+
+def classifier(name: str, dtype: torch.dtype = torch.float64, seed: int = 0):
+    """The family's `...ForSequenceClassification` (3 labels, pad token 1), seeded."""
+    t = _transformers()
+    torch.manual_seed(seed)
+    if name == "llama":
+        model = t.LlamaForSequenceClassification(
+            t.LlamaConfig(**_DECODER, num_labels=3, pad_token_id=1)
+        )
+    elif name == "qwen2":
+        model = t.Qwen2ForSequenceClassification(
+            t.Qwen2Config(**_DECODER, num_labels=3, pad_token_id=1)
+        )
+    elif name == "gpt2":
+        config = t.GPT2Config(
+            vocab_size=VOCAB, n_embd=16, n_layer=2, n_head=2, num_labels=3, pad_token_id=1
+        )
+        model = t.GPT2ForSequenceClassification(config)
+    else:
+        model = t.BertForSequenceClassification(
+            _encoder_config(t.BertConfig, num_labels=3, pad_token_id=1)
+        )
+    return model.to(dtype).eval()
+
+
+def bias_free(model):
+    """The same model with every bias and absolute position (and token type) embedding 0,
+    so that a logit is a sum over the token embeddings only."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias") or any(
+                part in name for part in ("position", "wpe", "token_type")
+            ):
+                parameter.zero_()
+    return model

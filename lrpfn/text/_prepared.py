@@ -27,8 +27,10 @@ from torch import Tensor, nn
 
 from ..composites import attnlrp
 from ..engine import Plan, prepare as prepare_plan
-from ..errors import InvalidInputError, InvalidRuleError
+from ..errors import InvalidInputError, InvalidRuleError, UnsupportedModelError
+from ._experts import routed
 from ._inputs import accepts, is_bidirectional, model_inputs
+from ._seq2seq import is_encoder_decoder
 from ._wrapper import SELECT, EmbeddingsToLogits, buffers, fixed_options
 
 __all__ = ["PreparedLanguageModel", "check_ids", "prepare", "prepared"]
@@ -87,7 +89,7 @@ class PreparedLanguageModel:
         key = _capture_key(embeddings, tensors, fixed_options(constants), position, last)
         held = self.plans.get(key)
         if held is None:
-            wrapper = EmbeddingsToLogits(self.model, constants, position, last, select)
+            wrapper = EmbeddingsToLogits(routed(self.model), constants, position, last, select)
             held = prepare_plan(wrapper, self.rules, example_input=embeddings)
             self.plans[key] = held
             return held
@@ -130,11 +132,9 @@ def prepare(
     probe = PreparedLanguageModel(model, rules, causal, token_logits=True)
     device = next(model.parameters()).device
     ids = torch.zeros((1, 2), dtype=torch.long, device=device)
-    held = probe
-    if not getattr(model.config, "is_encoder_decoder", False):  # whose decoders have tokens
-        embeddings = probe.embed(ids)
-        logits = probe.logits(embeddings, probe.inputs(ids, None, embeddings.dtype))
-        held = replace(probe, token_logits=logits.ndim == 3)
+    embeddings = probe.embed(ids)
+    logits = probe.logits(embeddings, probe.inputs(ids, None, embeddings.dtype))
+    held = replace(probe, token_logits=logits.ndim == 3)
     if input_ids is not None:
         if isinstance(input_ids, (tuple, list, torch.Size)):
             input_ids = torch.zeros(tuple(input_ids), dtype=torch.long, device=device)
@@ -165,6 +165,12 @@ def prepared(
 
 
 def _check_model(model: nn.Module) -> None:
+    if is_encoder_decoder(model):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is an encoder-decoder: text.prepare holds captures of "
+            "decoder-only and encoder models (and explain_generation needs one). Explain it "
+            "with text.explain(model, input_ids, decoder_input_ids=...), which captures per call."
+        )
     if getattr(model, "get_input_embeddings", lambda: None)() is None:
         raise InvalidInputError(
             f"{type(model).__name__} has no get_input_embeddings(): lrpfn.text explains Hugging "
