@@ -15,6 +15,8 @@ from lrpfn.errors import InvalidInputError, InvalidRuleError, InvalidTargetError
 
 transformers = pytest.importorskip("transformers", reason="transformers is the [text] extra")
 
+import text_families as families  # noqa: E402
+
 VOCAB = 40
 
 
@@ -109,3 +111,21 @@ def test_contrast_explains_the_logit_difference():
 def test_a_contrast_out_of_range_is_refused():
     with pytest.raises(InvalidTargetError, match="contrast"):
         text.explain(_llama(), torch.randint(0, VOCAB, (1, 4)), contrast=VOCAB)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "qwen2"])
+def test_masks_per_layer_type_are_swapped_too(family, exports):
+    """Gemma2 (sliding and global layers, soft-capping) and Qwen2 with
+    `max_window_layers` take a mapping of masks per layer type: each entry is a buffer of
+    the held capture, so a held call with other padding equals a fresh capture."""
+    model = families.build(family)
+    rules = composites.cp_lrp(epsilon=0.0)
+    prepared = text.prepare(model, rules=rules)
+    input_ids = torch.randint(3, model.config.vocab_size, (2, 10))
+    text.explain(prepared, input_ids)
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[0, :3] = 0
+    held = text.explain(prepared, input_ids, attention_mask=mask)
+    assert exports[0] == 1
+    fresh = text.explain(model, input_ids, attention_mask=mask, rules=rules)
+    torch.testing.assert_close(held.relevance, fresh.relevance, rtol=0, atol=0)

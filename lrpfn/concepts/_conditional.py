@@ -40,6 +40,7 @@ def conditional(
     *,
     exclude_parallel: bool = True,
     handlers: Mapping[Any, Handler] | None = None,
+    channel_axis: int = 1,
 ) -> Tensor:
     """The input relevance under each of k conditions, all in one call.
 
@@ -71,6 +72,10 @@ def conditional(
         target: the class to explain (None: each sample's argmax; an int; `(batch,)`).
         exclude_parallel: drop relevance bypassing a named node (False keeps it).
         handlers: a dispatch table replacing `lrpfn.HANDLERS`.
+        channel_axis: the axis of the named nodes' values that holds the channels (1 for
+            convolutions; -1 for a transformer's MLP neurons `(batch, tokens, neurons)`;
+            attention heads are axis 1 of the attention output `(batch, heads, tokens,
+            head dim)`, see `lrpfn.text.concept_nodes`).
 
     Returns:
         The input relevance of shape `(k, *x.shape)`.
@@ -80,7 +85,7 @@ def conditional(
             "conditions must be a non-empty sequence of dicts {node name: channels}, e.g. "
             "[{'layer4': [3]}, {'layer4': [7, 9]}]."
         )
-    return _run(model, x, rules, handlers, target, conditions, exclude_parallel, stop=None)
+    return _run(model, x, rules, handlers, target, conditions, exclude_parallel, None, channel_axis)
 
 
 def importance(
@@ -93,6 +98,7 @@ def importance(
     conditions: Sequence[Condition] | None = None,
     exclude_parallel: bool = True,
     handlers: Mapping[Any, Handler] | None = None,
+    channel_axis: int = 1,
 ) -> Tensor:
     """The relevance of every channel of `node`: $\\sum_p R^l_{c,p}$ per sample.
 
@@ -105,20 +111,26 @@ def importance(
     Arguments:
         node: an fx node name or a module name (see `conditional`).
         conditions: None, or k conditions as in `conditional`.
+        channel_axis: the axis of `node`'s value (and of the conditioned nodes') that
+            holds the channels (see `conditional`).
 
     Returns:
-        `(batch, channels)`: `node`'s relevance summed over every axis after the channel
-        axis 1; with conditions `(k, batch, channels)`.
+        `(batch, channels)`: `node`'s relevance summed over every axis but the batch and
+        the channel axis; with conditions `(k, batch, channels)`.
     """
     if conditions is not None and (isinstance(conditions, Mapping) or not len(conditions)):
         raise InvalidConditionError("conditions must be None or a non-empty sequence of dicts.")
-    relevance = _run(model, x, rules, handlers, target, conditions, exclude_parallel, stop=node)
-    if relevance.ndim < (3 if conditions is not None else 2):
+    relevance = _run(
+        model, x, rules, handlers, target, conditions, exclude_parallel, node, channel_axis
+    )
+    first = 3 if conditions is not None else 2
+    axis = channel_axis + first - 2 if channel_axis >= 0 else channel_axis
+    if relevance.ndim < first or not first - 1 <= axis % relevance.ndim < relevance.ndim:
         raise InvalidConditionError(
             f"node {node!r} has relevance of shape {tuple(relevance.shape)}, without a "
-            "channel axis 1."
+            f"channel axis {channel_axis}."
         )
-    first = 3 if conditions is not None else 2
+    relevance = relevance.movedim(axis, first - 1)
     return (
         relevance.sum(dim=tuple(range(first, relevance.ndim)))
         if relevance.ndim > first
@@ -126,14 +138,14 @@ def importance(
     )
 
 
-def _run(model, x, rules, handlers, target, conditions, exclude_parallel, stop):
+def _run(model, x, rules, handlers, target, conditions, exclude_parallel, stop, channel_axis):
     plan = as_plan(model, rules, handlers, None)
     check_input(x)
     stop_node = resolve_node(plan, stop) if stop is not None else None
     batched = conditions is not None
     named = _named(plan, conditions or [{}], x.shape[0])
     _check_chains(named, exclude_parallel, plan)
-    parsed = parse_conditions(plan, named, exclude_parallel, stop_node, x.device)
+    parsed = parse_conditions(plan, named, exclude_parallel, stop_node, x.device, channel_axis)
     with torch.no_grad(), TRACE_LOCK.running():
         env, output_node = forward(plan, x)
         env[_placeholder(plan)] = x  # the walk's zero result, when no relevance reaches x

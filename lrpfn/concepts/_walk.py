@@ -43,6 +43,8 @@ class Conditions:
         largest: per node name, the largest channel index any condition lists.
         gates: per `(node, input position)` whose contribution bypasses a conditioned node:
             `DROP`, or a `(k,)` tensor of 0 (drop) and 1 (keep) per condition.
+        channel_axis: the axis of a node's value that holds its channels (1; -1 for the
+            neurons of a transformer's `(batch, tokens, neurons)`).
     """
 
     nodes: tuple[fx.Node, ...]
@@ -50,6 +52,7 @@ class Conditions:
     free: Mapping[str, Tensor]
     largest: Mapping[str, int]
     gates: Mapping[tuple[fx.Node, int], Any]
+    channel_axis: int = 1
 
 
 def parse_conditions(
@@ -58,6 +61,7 @@ def parse_conditions(
     exclude_parallel: bool,
     stop: fx.Node | None,
     device: torch.device,
+    channel_axis: int = 1,
 ) -> Conditions:
     """Pad each node's channel lists into one tensor and work out the edge gates.
 
@@ -100,7 +104,7 @@ def parse_conditions(
             gates[edge] = DROP
         elif not all(keep):
             gates[edge] = torch.tensor(keep, device=device)
-    return Conditions(nodes, index, free, largest, gates)
+    return Conditions(nodes, index, free, largest, gates, channel_axis)
 
 
 def conditioned_walk(
@@ -132,7 +136,13 @@ def conditioned_walk(
         for node in touched:
             mask = None
             if node in nodes:
-                mask = _Mask(node, index[node.name], free[node.name], conditions.largest[node.name])
+                mask = _Mask(
+                    node,
+                    index[node.name],
+                    free[node.name],
+                    conditions.largest[node.name],
+                    conditions.channel_axis,
+                )
             node_gates = {
                 position: gates[f"{node.name}/{position}"] if gate is not DROP else DROP
                 for position, gate in gated.get(node, {}).items()
@@ -166,21 +176,31 @@ def gate_tensors(conditions: Conditions) -> dict[str, Tensor]:
 
 @dataclass(frozen=True)
 class _Mask:
-    """Keeps the relevance of the listed channels (axis 1) of `node`'s output."""
+    """Keeps the relevance of the listed channels (axis `axis`) of `node`'s output."""
 
     node: fx.Node
     index: Tensor  # (batch or 1, m), -1 pads
     free: Tensor  # 0-d: 1 keeps every channel (the condition does not name the node)
     largest: int
+    axis: int = 1
 
     def __call__(self, relevance: Any) -> Tensor:
-        if not isinstance(relevance, Tensor) or relevance.ndim < 2:
-            shape = getattr(relevance, "shape", type(relevance).__name__)
-            raise InvalidConditionError(
-                f"node {self.node.name!r} carries relevance of shape {shape}, without a channel "
-                "axis 1 to condition on. Fix: condition on a node with output (batch, "
-                "channels, ...)."
-            )
+        if (
+            isinstance(relevance, Tensor)
+            and relevance.ndim >= 2
+            and self.axis not in (0, -relevance.ndim)
+            and -relevance.ndim <= self.axis < relevance.ndim
+        ):
+            return self._masked(relevance.movedim(self.axis, 1)).movedim(1, self.axis)
+        shape = getattr(relevance, "shape", type(relevance).__name__)
+        raise InvalidConditionError(
+            f"node {self.node.name!r} carries relevance of shape {shape}, without a channel "
+            f"axis {self.axis} to condition on. Fix: condition on a node with output (batch, "
+            "channels, ...), or pass the channel_axis its channels are on."
+        )
+
+    def _masked(self, relevance: Tensor) -> Tensor:
+        """The mask on axis 1 of `relevance` (the channel axis moved there)."""
         channels = relevance.shape[1]
         if self.largest >= channels:
             raise InvalidConditionError(

@@ -20,5 +20,11 @@ from ._generation import (
     GenerationRelevance as GenerationRelevance,
     explain_generation as explain_generation,
 )
+from ._inside import (
+    ConceptNodes as ConceptNodes,
+    InsideRelevance as InsideRelevance,
+    concept_nodes as concept_nodes,
+    explain_inside as explain_inside,
+)
 from ._prepared import PreparedLanguageModel as PreparedLanguageModel, prepare as prepare
 from ._render import to_html as to_html, to_terminal as to_terminal

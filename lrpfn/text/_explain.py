@@ -25,7 +25,7 @@ from ._render import to_html, to_terminal
 from ._seq2seq import is_encoder_decoder, joint_embeddings, plan as encoder_decoder_plan, split
 from ._walk import logit_starts, walk_from_output
 
-__all__ = ["TokenRelevance", "explain"]
+__all__ = ["TokenRelevance", "explain", "explained_tokens"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,21 @@ def explain(
             model, input_ids, attention_mask, decoder_input_ids, target, position, rules, contrast
         )
     held = prepared(model, rules, causal)
+    explanation, _ = explained_tokens(held, input_ids, attention_mask, target, position, contrast)
+    return explanation
+
+
+def explained_tokens(
+    held: PreparedLanguageModel,
+    input_ids: Tensor,
+    attention_mask: Tensor | None,
+    target: int | Tensor | None,
+    position: int | None,
+    contrast: int | Tensor | None,
+    keep_all: bool = False,
+) -> tuple[TokenRelevance, dict[str, Any]]:
+    """`explain` on a prepared decoder or encoder; with `keep_all` also every node's
+    relevance `{node name: relevance}` of the walk, and the plan under the key "plan"."""
     pooled = None  # a decoder classifier's pooled tokens, rotated to the end (`_pooling`)
     graph_ids, graph_mask = input_ids, attention_mask
     if not held.token_logits and held.causal:
@@ -135,13 +150,20 @@ def explain(
     positions = constants.get("position_ids")
     if pooled is not None and positions is not None:
         positions = rotate_back(positions, pooled)
-    own = own_logits(held.model, input_ids, attention_mask, position, position_ids=positions)
-    relevance, explained, chosen = _walk_checked(
-        held.model, plan, embeddings, own, target, contrast
+    own = own_logits(
+        held.model,
+        input_ids,
+        attention_mask,
+        position,
+        position_ids=positions,
+        logits_to_keep=1 if position == -1 else None,  # the LM head on the last token only
+    )
+    relevance, explained, chosen, recorded = _walk_checked(
+        held.model, plan, embeddings, own, target, contrast, keep_all
     )
     if pooled is not None:
         relevance = rotate_back(relevance, pooled)
-    return TokenRelevance(
+    explanation = TokenRelevance(
         relevance=relevance,
         scores=relevance.sum(-1),
         logit=explained,
@@ -149,12 +171,13 @@ def explain(
         input_ids=input_ids,
         position=position,
     )
+    return explanation, ({**recorded, "plan": plan} if keep_all else {})
 
 
-def _walk_checked(model, plan, embeddings, own, target, contrast) -> tuple[Tensor, Tensor, Tensor]:
+def _walk_checked(model, plan, embeddings, own, target, contrast, keep_all=False) -> tuple:
     """One forward and walk of `plan`; the graph's logits are checked against the model's
     own (`own`) before the walk. Returns the relevance, the explained logit (minus the
-    contrast's) and the target indices."""
+    contrast's), the target indices and (with `keep_all`) every node's relevance."""
     chosen: dict[str, Tensor] = {}
 
     def starts(logits: Tensor) -> Tensor:
@@ -165,11 +188,11 @@ def _walk_checked(model, plan, embeddings, own, target, contrast) -> tuple[Tenso
                 check_logits(model, logits, own, index)
         return logit_starts(logits, chosen["target"], chosen["contrast"])
 
-    logits, relevance, _ = walk_from_output(plan, embeddings, starts)
+    logits, relevance, recorded = walk_from_output(plan, embeddings, starts, keep_all)
     explained = logits.gather(1, chosen["target"][:, None])[:, 0]
     if chosen["contrast"] is not None:
         explained = explained - logits.gather(1, chosen["contrast"][:, None])[:, 0]
-    return relevance, explained, chosen["target"]
+    return relevance, explained, chosen["target"], recorded
 
 
 def _explain_encoder_decoder(
@@ -190,7 +213,7 @@ def _explain_encoder_decoder(
     own = own_logits(
         model, input_ids, attention_mask, position, decoder_input_ids=decoder_input_ids
     )
-    relevance, explained, chosen = _walk_checked(model, plan, embeddings, own, target, contrast)
+    relevance, explained, chosen, _ = _walk_checked(model, plan, embeddings, own, target, contrast)
     encoder, decoder = split(relevance, encoder_tokens)
     return TokenRelevance(
         relevance=encoder,

@@ -5,7 +5,8 @@ position at once: position $t$ sees tokens $\\le t$ only, so the logits at posit
 $L + j - 1$ (prompt length $L$) are the ones from which generated token $j$ was chosen.
 So one capture and one forward over the sequence less its last token (which predicts
 nothing explained), with the LM head on the last k positions only (transformers'
-`logits_to_keep`), and k walks from the k (position, token) starts over that forward,
+`logits_to_keep`) and the explained logits gathered from them (so each start is
+`(batch, k, 1)`, or `(batch, k, 2)` with a contrast, not `(batch, k, vocab)`), and k walks from the k (position, token) starts over that forward,
 through the engine's several-targets walk (vmapped, or in turn where k times the largest
 activation exceeds malloc's mmap threshold on the CPU: `lrpfn.engine.several_targets`).
 
@@ -28,9 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidInputError, InvalidTargetError
+from ._check import check_logits, own_logits
 from ._prepared import PreparedLanguageModel, check_ids, prepared
 from ._render_generation import generation_html, generation_terminal
-from ._walk import logit_starts, walk_from_output
+from ._walk import walk_from_output
 
 __all__ = ["GenerationRelevance", "explain_generation"]
 
@@ -95,6 +97,11 @@ def explain_generation(
 
     Returns:
         A `GenerationRelevance`.
+
+    Raises:
+        InvalidInputError: not a causal LM, bad ids, `max_new_tokens` or `generated_ids`.
+        ModelMismatchError, NonFiniteOutputError: the explained logits differ from the
+            model's own forward over the sequence, or are not finite (`text._check`).
     """
     held = prepared(model, rules)
     if not held.causal or not held.token_logits:
@@ -111,19 +118,31 @@ def explain_generation(
     fed, fed_mask = sequences[:, :-1], full_mask[:, :-1]
     embeddings = held.embed(fed)
     constants = held.inputs(fed, None if attention_mask is None else fed_mask, embeddings.dtype)
-    plan = held.plan(embeddings, constants, position=None, last=count)
-    chosen: dict[str, Any] = {}
+    head = held.model.get_output_embeddings()
+    vocab = head.weight.shape[0] if head is not None else held.model.config.vocab_size
+    other = _contrast(contrast, new.shape, vocab, new.device)
+    select = new[..., None] if other is None else torch.stack([new, other], -1)
+    plan = held.plan(embeddings, constants, position=None, last=count, select=select)
 
-    def starts(logits: Tensor) -> Tensor:  # logits (batch, k, vocab) -> (k, batch, k, vocab)
-        chosen["contrast"] = _contrast(contrast, new.shape, logits.shape[-1], new.device)
-        one_start = logit_starts(logits, new, chosen["contrast"])
-        steps = torch.eye(count, dtype=logits.dtype, device=logits.device)
-        return steps[:, None, :, None] * one_start[None]
+    def starts(chosen: Tensor) -> Tensor:  # (batch, k, m) -> (k, batch, k, m)
+        signs = torch.tensor([1.0, -1.0][: chosen.shape[-1]], dtype=chosen.dtype)
+        steps = torch.eye(count, dtype=chosen.dtype, device=chosen.device)
+        return steps[:, None, :, None] * (chosen * signs.to(chosen.device))[None]
 
-    logits, relevance, _ = walk_from_output(plan, embeddings, starts)
-    explained = logits.gather(-1, new[..., None])[..., 0]
-    if chosen["contrast"] is not None:
-        explained = explained - logits.gather(-1, chosen["contrast"][..., None])[..., 0]
+    chosen, relevance, _ = walk_from_output(plan, embeddings, starts)
+    explained = chosen[..., 0] if other is None else chosen[..., 0] - chosen[..., 1]
+    own = own_logits(
+        held.model,
+        fed,
+        None if attention_mask is None else fed_mask,
+        None,
+        position_ids=constants.get("position_ids"),
+        logits_to_keep=count,
+    )[:, -count:]
+    logits = torch.zeros_like(own).scatter(-1, select, chosen.to(own.dtype))
+    for index in (new, other):
+        if index is not None:
+            check_logits(held.model, logits.flatten(0, 1), own.flatten(0, 1), index.flatten())
     scores = relevance.sum(-1).transpose(0, 1)  # (batch, k, L + k - 1)
     matrix = torch.cat([scores, scores.new_zeros((*scores.shape[:2], 1))], -1)
     return GenerationRelevance(
@@ -131,7 +150,7 @@ def explain_generation(
         prompt_length=input_ids.shape[1],
         matrix=matrix,
         logits=explained,
-        contrast=chosen["contrast"],
+        contrast=other,
         attention_mask=full_mask,
     )
 

@@ -31,7 +31,7 @@ from ..errors import InvalidInputError, InvalidRuleError, UnsupportedModelError
 from ._experts import routed
 from ._inputs import accepts, is_bidirectional, model_inputs
 from ._seq2seq import is_encoder_decoder
-from ._wrapper import EmbeddingsToLogits, buffers, fixed_options
+from ._wrapper import SELECT, EmbeddingsToLogits, buffers, fixed_options
 
 __all__ = ["PreparedLanguageModel", "check_ids", "prepare", "prepared"]
 
@@ -78,14 +78,18 @@ class PreparedLanguageModel:
         constants: Mapping[str, Any],
         position: int | None,
         last: int | None = None,
+        select: Tensor | None = None,
     ) -> Plan:
-        """The plan explaining `EmbeddingsToLogits(model, constants, position, last)` at
-        `embeddings`' shape: captured on the first call at its key, reused after."""
+        """The plan explaining `EmbeddingsToLogits(model, constants, position, last,
+        select)` at `embeddings`' shape: captured on the first call at its key, reused
+        after."""
         tensors = buffers(constants)
+        if select is not None:
+            tensors[SELECT] = select
         key = _capture_key(embeddings, tensors, fixed_options(constants), position, last)
         held = self.plans.get(key)
         if held is None:
-            wrapper = EmbeddingsToLogits(routed(self.model), constants, position, last)
+            wrapper = EmbeddingsToLogits(routed(self.model), constants, position, last, select)
             held = prepare_plan(wrapper, self.rules, example_input=embeddings)
             self.plans[key] = held
             return held
@@ -125,18 +129,18 @@ def prepare(
     _check_model(model)
     causal = not is_bidirectional(model) if causal is None else causal
     rules = attnlrp() if rules is None else rules
-    probe = PreparedLanguageModel(model, rules, causal, token_logits=False)
+    probe = PreparedLanguageModel(model, rules, causal, token_logits=True)
     device = next(model.parameters()).device
     ids = torch.zeros((1, 2), dtype=torch.long, device=device)
     embeddings = probe.embed(ids)
-    token_logits = probe.logits(embeddings, probe.inputs(ids, None, embeddings.dtype)).ndim == 3
-    held = replace(probe, token_logits=token_logits)
+    logits = probe.logits(embeddings, probe.inputs(ids, None, embeddings.dtype))
+    held = replace(probe, token_logits=logits.ndim == 3)
     if input_ids is not None:
         if isinstance(input_ids, (tuple, list, torch.Size)):
             input_ids = torch.zeros(tuple(input_ids), dtype=torch.long, device=device)
         embeddings = held.embed(input_ids)
         constants = held.inputs(input_ids, None, embeddings.dtype)
-        held.plan(embeddings, constants, -1 if token_logits else None)
+        held.plan(embeddings, constants, -1 if held.token_logits else None)
     return held
 
 

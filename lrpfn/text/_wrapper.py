@@ -16,8 +16,9 @@ from torch import Tensor, nn
 
 from ._inputs import accepts
 
-__all__ = ["EmbeddingsToLogits", "buffers", "fixed_options"]
+__all__ = ["SELECT", "EmbeddingsToLogits", "buffers", "fixed_options"]
 
+SELECT = "select_index"  # the buffer of the explained logits' indices
 _ENTRY = "__"  # buffer `_{name}__{key}` holds entry `key` of the mapping argument `name`
 
 
@@ -59,7 +60,11 @@ class EmbeddingsToLogits(nn.Module):
     - `position=p`: the logits at position p, `(batch, vocab)`;
     - neither (a sequence classifier): the logits as the model returns them.
     Where the model takes `logits_to_keep` (transformers' causal LMs) and the selection
-    is at the end of the sequence, the LM head runs on the kept positions only.
+    is at the end of the sequence, the LM head runs on the kept positions only. With
+    `select` (indices shaped like the output but for the last axis, a buffer too) the
+    output is `logits.gather(-1, select)`: only the explained logits, so that k starts
+    of a several-targets walk are `(k, batch, k, m)` rather than `(k, batch, k, vocab)`
+    (the gather routes relevance back to the logits it read, the same start exactly).
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class EmbeddingsToLogits(nn.Module):
         constants: Mapping[str, Any],
         position: int | None,
         last: int | None = None,
+        select: Tensor | None = None,
     ):
         super().__init__()
         self.model = model
@@ -77,6 +83,9 @@ class EmbeddingsToLogits(nn.Module):
         for name, value in tensors.items():
             self.register_buffer(name, value, persistent=False)
         self.constants = fixed_options(constants)
+        self.selects = select is not None
+        if select is not None:
+            self.register_buffer(SELECT, select, persistent=False)
         kept = last if last is not None else (1 if position == -1 else None)
         if kept is not None and accepts(model, "logits_to_keep"):
             self.constants["logits_to_keep"] = kept
@@ -86,6 +95,8 @@ class EmbeddingsToLogits(nn.Module):
         for name, value in self.constants.items():
             tensors[name] = dict(value) if isinstance(value, Mapping) else value
         for name, value in self.named_buffers(recurse=False):
+            if name == SELECT:
+                continue
             argument, _, key = name[1:].partition(_ENTRY)
             if key:
                 tensors.setdefault(argument, {})[key] = value
@@ -93,5 +104,7 @@ class EmbeddingsToLogits(nn.Module):
                 tensors[argument] = value
         logits = self.model(inputs_embeds=embeddings, **tensors).logits
         if self.last is not None:
-            return logits[:, -self.last :]
-        return logits if self.position is None else logits[:, self.position]
+            logits = logits[:, -self.last :]
+        elif self.position is not None:
+            logits = logits[:, self.position]
+        return logits.gather(-1, getattr(self, SELECT)) if self.selects else logits
