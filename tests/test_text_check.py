@@ -152,3 +152,19 @@ def test_attention_other_than_eager_or_sdpa_is_named():
     model.config._attn_implementation = "flex_attention"
     with pytest.raises(UnsupportedModelError, match=r"flex_attention.*attn_implementation='sdpa'"):
         text.explain(model, _ids())
+
+
+def test_gemma2_eager_float64_padded_is_named_not_explained():
+    """transformers' own Gemma2 returns NaN here (eager attention takes the softmax in
+    float32, where float64's mask minimum is -inf, so padded query rows are all -inf):
+    lrpfn's graph would compute finite logits, but there is nothing of the model's to
+    explain."""
+    model = families.build("gemma2")
+    model.config._attn_implementation = "eager"
+    input_ids = _ids(4)
+    mask = torch.ones_like(input_ids)
+    mask[1, :2] = 0
+    with torch.no_grad():
+        assert model(input_ids, attention_mask=mask).logits[1, -1].isnan().any()
+    with pytest.raises(NonFiniteOutputError, match=r"sample\(s\) \[1\]"):
+        text.explain(model, input_ids, mask)
