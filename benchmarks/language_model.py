@@ -17,7 +17,11 @@ heads, MLP 5632). Three tables:
 3. the same at 1.1B parameters and 128 tokens (`--large`; minutes, about 10 GiB), with
    the first call's time (capture included) too.
 
-Every `text` call includes its logit check (one plain forward of the model).
+Every `text` call includes its logit check (one plain forward of the model), except
+those marked `check=False` (`text.prepare(model, check=False)`: the first call at a
+capture is checked, later ones check only that the logits are finite). Peak memory is
+measured for the gradient, `explain_generation` and `explain (prepared)` (a fresh process
+each, second call).
 """
 
 from __future__ import annotations
@@ -112,19 +116,26 @@ def setup(task: str, method: str, size: str, length: int, new: int, device: str)
         return _gradients(model, source, last)
     if method == "k gradients":
         return _gradients(model, torch.cat([ids, generated], 1)[:, :-1], generated)
-    prepared = text.prepare(model)
+    prepared = text.prepare(model, check=not method.endswith("check=False"))
     if method == "forward + k walks":
         call = _walks_floor(prepared, ids, generated)
-    elif method == "explain_generation":
+    elif method.startswith("explain_generation"):
         call = lambda: text.explain_generation(prepared, ids, generated_ids=generated)  # noqa: E731
-    else:  # "explain (prepared)"
+    else:  # "explain (prepared)", "explain (prepared), check=False"
         call = lambda: text.explain(prepared, ids)  # noqa: E731
     call()  # the capture, made once and held
     return call
 
 
-GENERATION = ("gradient", "k gradients", "forward + k walks", "explain_generation")
-EXPLAIN = ("gradient", "explain (prepared)")
+GENERATION = (
+    "gradient",
+    "k gradients",
+    "forward + k walks",
+    "explain_generation",
+    "explain_generation, check=False",
+)
+EXPLAIN = ("gradient", "explain (prepared)", "explain (prepared), check=False")
+MEMORY = ("gradient", "explain_generation", "explain (prepared)")  # peak memory measured
 
 
 def table(
@@ -140,6 +151,7 @@ def table(
             setup, task, method, size, length, new, device, device=device, warm=True
         )
         for method in (methods if memory else ())
+        if method in MEMORY
     }
     first = methods[0]
     rows = []
