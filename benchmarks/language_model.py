@@ -72,7 +72,119 @@ def _gradients(model, ids: torch.Tensor, tokens: torch.Tensor):
     with torch.no_grad():
         embeddings = model.get_input_embeddings()(ids)
 
-    def run(device: str, repeats: int, memory: bool, quick: bool, large: bool) -> None:
+    def run():
+        for step in range(count):
+            leaf = embeddings.detach().requires_grad_(True)
+            logits = model(inputs_embeds=leaf, logits_to_keep=count, use_cache=False).logits
+            (gradient,) = torch.autograd.grad(logits[0, step, tokens[0, step]], leaf)
+            (leaf * gradient).sum(-1)
+
+    return run
+
+
+def _walks_floor(prepared, ids: torch.Tensor, new: torch.Tensor):
+    """lrpfn's floor for generation: one engine forward, then k walks each from one logit."""
+    from lrpfn.engine import TRACE_LOCK, backward, forward
+
+    sequence = torch.cat([ids, new], 1)[:, :-1]
+    embeddings = prepared.embed(sequence)
+    constants = prepared.inputs(sequence, None, embeddings.dtype)
+    plan = prepared.plan(embeddings, constants, None, last=new.shape[1], select=new[..., None])
+
+    def run():
+        with torch.no_grad(), TRACE_LOCK.running():
+            env, output_node = forward(plan, embeddings)
+            output = env[output_node]
+            for step in range(new.shape[1]):
+                start = torch.zeros_like(output)
+                start[:, step] = output[:, step]
+                backward(plan, env, output_node, start, False)[0].sum(-1)
+
+    return run
+
+
+def setup(task: str, method: str, size: str, length: int, new: int, device: str):
+    """The call to measure (module level: `common.peak_memory_mib` pickles it)."""
+    from lrpfn import text
+
+    model = _model(size, device)
+    ids = _ids(1, length, device, seed=1)
+    generated = _ids(1, new, device, seed=2)
+    if method == "gradient":
+        last = generated[:, -1:] if task == "generation" else _ids(1, 1, device, seed=3)
+        source = torch.cat([ids, generated], 1)[:, :-1] if task == "generation" else ids
+        return _gradients(model, source, last)
+    if method == "k gradients":
+        return _gradients(model, torch.cat([ids, generated], 1)[:, :-1], generated)
+    prepared = text.prepare(model, check=not method.endswith("check=False"))
+    if method == "forward + k walks":
+        call = _walks_floor(prepared, ids, generated)
+    elif method.startswith("explain_generation"):
+        call = lambda: text.explain_generation(prepared, ids, generated_ids=generated)  # noqa: E731
+    else:  # "explain (prepared)", "explain (prepared), check=False"
+        call = lambda: text.explain(prepared, ids)  # noqa: E731
+    call()  # the capture, made once and held
+    return call
+
+
+GENERATION = (
+    "gradient",
+    "k gradients",
+    "forward + k walks",
+    "explain_generation",
+    "explain_generation, check=False",
+)
+EXPLAIN = ("gradient", "explain (prepared)", "explain (prepared), check=False")
+MEMORY = ("gradient", "explain_generation", "explain (prepared)")  # peak memory measured
+
+
+def table(
+    task: str, methods: tuple[str, ...], size: str, length: int, new: int, device: str,
+    repeats: int, memory: bool,
+) -> list[list[Any]]:  # fmt: skip
+    """Rows of seconds and peak MiB per method, with ratios to the first method."""
+    calls = {method: setup(task, method, size, length, new, device) for method in methods}
+    times = common.interleaved_medians(calls, repeats=repeats, warmup=1, device=device)
+    del calls
+    peaks = {
+        method: common.peak_memory_mib(
+            setup, task, method, size, length, new, device, device=device, warm=True
+        )
+        for method in (methods if memory else ())
+        if method in MEMORY
+    }
+    first = methods[0]
+    rows = []
+    for method in methods:
+        peak = peaks.get(method)
+        rows.append(
+            [
+                size, length, method, f"{times[method]:.3f}",
+                f"{times[method] / times[first]:.2f}",
+                "-" if peak is None else f"{peak:.0f}",
+                "-" if peak is None else f"{peak / peaks[first]:.2f}",
+            ]
+        )  # fmt: skip
+    return rows
+
+
+def first_call_seconds(size: str, length: int, device: str) -> float:
+    """`text.explain` on an unprepared model: the capture included."""
+    import time
+
+    from lrpfn import text
+
+    model, ids = _model(size, device), _ids(1, length, device, seed=1)
+    start = time.perf_counter()
+    text.explain(model, ids)
+    common.synchronize(device)
+    return time.perf_counter() - start
+
+
+HEADER = ["model", "tokens", "method", "seconds", "x first", "peak MiB", "x first"]
+
+
+def run(device: str, repeats: int, memory: bool, quick: bool, large: bool) -> None:
     """Print the tables as Markdown, each as soon as it is measured."""
     size = "llama-style tiny" if quick else "llama-style 512x8"
     prompt, new, lengths = (32, 4, (16, 32)) if quick else (256, 32, (64, 256, 1024))
