@@ -144,9 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     common.configure_threads(args.threads)
     if args.language_model:
         print(common.machine_description(args.device, args.threads))
-        print(f"revision {common.revision()}, {common.today()}\n")
+        print(f"revision {common.revision()}, {common.today()}\n", flush=True)
         memory = not args.no_memory
-        print(language_model.run(args.device, args.repeats, memory, args.quick, args.large))
+        language_model.run(args.device, args.repeats, memory, args.quick, args.large)
         return
     config = QUICK if args.quick else FULL
     rows = measure(config, args.device, args.repeats, not args.no_memory, tuple(args.models))

@@ -17,7 +17,11 @@ heads, MLP 5632). Three tables:
 3. the same at 1.1B parameters and 128 tokens (`--large`; minutes, about 10 GiB), with
    the first call's time (capture included) too.
 
-Every `text` call includes its logit check (one plain forward of the model).
+Every `text` call includes its logit check (one plain forward of the model), except
+those marked `check=False` (`text.prepare(model, check=False)`: the first call at a
+capture is checked, later ones check only that the logits are finite). Peak memory is
+measured for the gradient, `explain_generation` and `explain (prepared)` (a fresh process
+each, second call).
 """
 
 from __future__ import annotations
@@ -112,19 +116,26 @@ def setup(task: str, method: str, size: str, length: int, new: int, device: str)
         return _gradients(model, source, last)
     if method == "k gradients":
         return _gradients(model, torch.cat([ids, generated], 1)[:, :-1], generated)
-    prepared = text.prepare(model)
+    prepared = text.prepare(model, check=not method.endswith("check=False"))
     if method == "forward + k walks":
         call = _walks_floor(prepared, ids, generated)
-    elif method == "explain_generation":
+    elif method.startswith("explain_generation"):
         call = lambda: text.explain_generation(prepared, ids, generated_ids=generated)  # noqa: E731
-    else:  # "explain (prepared)"
+    else:  # "explain (prepared)", "explain (prepared), check=False"
         call = lambda: text.explain(prepared, ids)  # noqa: E731
     call()  # the capture, made once and held
     return call
 
 
-GENERATION = ("gradient", "k gradients", "forward + k walks", "explain_generation")
-EXPLAIN = ("gradient", "explain (prepared)")
+GENERATION = (
+    "gradient",
+    "k gradients",
+    "forward + k walks",
+    "explain_generation",
+    "explain_generation, check=False",
+)
+EXPLAIN = ("gradient", "explain (prepared)", "explain (prepared), check=False")
+MEMORY = ("gradient", "explain_generation", "explain (prepared)")  # peak memory measured
 
 
 def table(
@@ -140,6 +151,7 @@ def table(
             setup, task, method, size, length, new, device, device=device, warm=True
         )
         for method in (methods if memory else ())
+        if method in MEMORY
     }
     first = methods[0]
     rows = []
@@ -172,25 +184,21 @@ def first_call_seconds(size: str, length: int, device: str) -> float:
 HEADER = ["model", "tokens", "method", "seconds", "x first", "peak MiB", "x first"]
 
 
-def run(device: str, repeats: int, memory: bool, quick: bool, large: bool) -> str:
-    """All tables as Markdown."""
+def run(device: str, repeats: int, memory: bool, quick: bool, large: bool) -> None:
+    """Print the tables as Markdown, each as soon as it is measured."""
     size = "llama-style tiny" if quick else "llama-style 512x8"
     prompt, new, lengths = (32, 4, (16, 32)) if quick else (256, 32, (64, 256, 1024))
-    out = [f"### Generation: {new} generated tokens after a {prompt}-token prompt\n"]
+    print(f"### Generation: {new} generated tokens after a {prompt}-token prompt\n")
     rows = table("generation", GENERATION, size, prompt, new, device, repeats, memory)
-    out.append(common.markdown_table(HEADER, rows))
-    out.append("\n### Explaining one logit on a prepared model\n")
-    rows = [
-        row
-        for length in lengths
-        for row in table("explain", EXPLAIN, size, length, 0, device, repeats, memory)
-    ]
-    out.append(common.markdown_table(HEADER, rows))
+    print(common.markdown_table(HEADER, rows), flush=True)
+    print("\n### Explaining one logit on a prepared model\n")
+    for length in lengths:
+        rows = table("explain", EXPLAIN, size, length, 0, device, repeats, memory)
+        print(common.markdown_table(HEADER, rows), flush=True)
     if large:
         del rows
-        out.append("\n### 1.1B parameters, 128 tokens\n")
-        rows = table("explain", EXPLAIN, "llama 1.1B", 128, 0, device, 1, memory)
-        out.append(common.markdown_table(HEADER, rows))
+        print("\n### 1.1B parameters, 128 tokens\n")
+        rows = table("explain", EXPLAIN[:2], "llama 1.1B", 128, 0, device, 1, memory)
+        print(common.markdown_table(HEADER, rows))
         seconds = first_call_seconds("llama 1.1B", 128, device)
-        out.append(f"\nFirst `text.explain` call (capture included): {seconds:.1f} s")
-    return "\n".join(out)
+        print(f"\nFirst `text.explain` call (capture included): {seconds:.1f} s", flush=True)

@@ -129,3 +129,31 @@ def test_masks_per_layer_type_are_swapped_too(family, exports):
     assert exports[0] == 1
     fresh = text.explain(model, input_ids, attention_mask=mask, rules=rules)
     torch.testing.assert_close(held.relevance, fresh.relevance, rtol=0, atol=0)
+
+
+def test_check_false_checks_each_capture_once():
+    """`prepare(check=False)`: the first call at a capture checks the logits against the
+    model's own forward; later calls at that capture run no plain forward, where a
+    checked prepared model runs one per call (counted by a forward hook on the model: the
+    captured graph never calls the model's forward)."""
+    model = _llama()
+    forwards = [0]
+    model.register_forward_pre_hook(lambda module, args: forwards.__setitem__(0, forwards[0] + 1))
+    checked = text.prepare(model)
+    unchecked = text.prepare(model, check=False)
+    input_ids = torch.randint(0, VOCAB, (2, 6))
+    first = text.explain(unchecked, input_ids)  # captures and checks
+    text.explain(checked, input_ids)  # captures
+    assert len(unchecked.verified) == 1
+    for seed in range(2):
+        ids = torch.randint(0, VOCAB, (2, 6), generator=torch.Generator().manual_seed(seed))
+        mask = torch.ones_like(ids)
+        mask[0, : seed + 1] = 0
+        forwards[0] = 0
+        fast = text.explain(unchecked, ids, attention_mask=mask)
+        assert forwards[0] == 0
+        slow = text.explain(checked, ids, attention_mask=mask)
+        assert forwards[0] == 1
+        torch.testing.assert_close(fast.relevance, slow.relevance, rtol=0, atol=0)
+    generation = text.explain_generation(unchecked, input_ids, generated_ids=first.target[:, None])
+    torch.testing.assert_close(generation.logits[:, 0], first.logit)

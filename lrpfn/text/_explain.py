@@ -146,21 +146,25 @@ def explained_tokens(
     constants = held.inputs(graph_ids, graph_mask, embeddings.dtype)
     if not held.token_logits:
         position = None
-    plan = held.plan(embeddings, constants, position)
+    plan, check = held.checked_plan(embeddings, constants, position)
     positions = constants.get("position_ids")
     if pooled is not None and positions is not None:
         positions = rotate_back(positions, pooled)
-    own = own_logits(
-        held.model,
-        input_ids,
-        attention_mask,
-        position,
-        position_ids=positions,
-        logits_to_keep=1 if position == -1 else None,  # the LM head on the last token only
-    )
+    own = None  # with prepare(check=False): only the graph's logits are checked (finite)
+    if check is not None:
+        own = own_logits(
+            held.model,
+            input_ids,
+            attention_mask,
+            position,
+            position_ids=positions,
+            logits_to_keep=1 if position == -1 else None,  # the LM head on the last token
+        )
     relevance, explained, chosen, recorded = _walk_checked(
         held.model, plan, embeddings, own, target, contrast, keep_all
     )
+    if check is not None:
+        held.verified.add(check)  # the check passed (it raises otherwise)
     if pooled is not None:
         relevance = rotate_back(relevance, pooled)
     explanation = TokenRelevance(
@@ -185,7 +189,7 @@ def _walk_checked(model, plan, embeddings, own, target, contrast, keep_all=False
         chosen["contrast"] = _indices(contrast, logits, len(embeddings), "contrast")
         for index in (chosen["target"], chosen["contrast"]):
             if index is not None:
-                check_logits(model, logits, own, index)
+                check_logits(model, logits, logits if own is None else own, index)
         return logit_starts(logits, chosen["target"], chosen["contrast"])
 
     logits, relevance, recorded = walk_from_output(plan, embeddings, starts, keep_all)

@@ -122,7 +122,7 @@ def explain_generation(
     vocab = head.weight.shape[0] if head is not None else held.model.config.vocab_size
     other = _contrast(contrast, new.shape, vocab, new.device)
     select = new[..., None] if other is None else torch.stack([new, other], -1)
-    plan = held.plan(embeddings, constants, position=None, last=count, select=select)
+    plan, check = held.checked_plan(embeddings, constants, None, last=count, select=select)
 
     def starts(chosen: Tensor) -> Tensor:  # (batch, k, m) -> (k, batch, k, m)
         signs = torch.tensor([1.0, -1.0][: chosen.shape[-1]], dtype=chosen.dtype)
@@ -131,18 +131,25 @@ def explain_generation(
 
     chosen, relevance, _ = walk_from_output(plan, embeddings, starts)
     explained = chosen[..., 0] if other is None else chosen[..., 0] - chosen[..., 1]
-    own = own_logits(
-        held.model,
-        fed,
-        None if attention_mask is None else fed_mask,
-        None,
-        position_ids=constants.get("position_ids"),
-        logits_to_keep=count,
-    )[:, -count:]
-    logits = torch.zeros_like(own).scatter(-1, select, chosen.to(own.dtype))
-    for index in (new, other):
+    if check is not None:
+        own = own_logits(
+            held.model,
+            fed,
+            None if attention_mask is None else fed_mask,
+            None,
+            position_ids=constants.get("position_ids"),
+            logits_to_keep=count,
+        )[:, -count:]
+        logits = torch.zeros_like(own).scatter(-1, select, chosen.to(own.dtype))
+        indices = (new, other)
+    else:  # prepare(check=False): the graph's own logits, checked for being finite only
+        logits = own = chosen  # (batch, k, 1 or 2): the token's, then the contrast's
+        indices = (torch.zeros_like(new), None if other is None else torch.ones_like(other))
+    for index in indices:
         if index is not None:
             check_logits(held.model, logits.flatten(0, 1), own.flatten(0, 1), index.flatten())
+    if check is not None:
+        held.verified.add(check)  # the check passed (it raises otherwise)
     scores = relevance.sum(-1).transpose(0, 1)  # (batch, k, L + k - 1)
     matrix = torch.cat([scores, scores.new_zeros((*scores.shape[:2], 1))], -1)
     return GenerationRelevance(

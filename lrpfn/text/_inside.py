@@ -134,15 +134,20 @@ def concept_nodes(
     rules: Any = None,
 ) -> ConceptNodes:
     """The plan, its input and the head and neuron nodes of every layer, for
-    `lrpfn.concepts.importance` and `conditional` (see `ConceptNodes`).
+    `lrpfn.concepts.importance` and `conditional` (see `ConceptNodes`). A capture not
+    yet checked against the model's own forward is checked first (one `explain`).
 
     Raises:
         UnsupportedModelError: a layer's attention output with a heads axis is not found.
+        ModelMismatchError: the captured logits differ from the model's own.
     """
     held = prepared(model, rules)
     embeddings = held.embed(input_ids)
     constants = held.inputs(input_ids, attention_mask, embeddings.dtype)
-    plan = held.plan(embeddings, constants, position if held.token_logits else None)
+    position = position if held.token_logits else None
+    plan, check = held.checked_plan(embeddings, constants, position)
+    if check is not None:
+        explained_tokens(held, input_ids, attention_mask, None, position, None)
     layers = transformer_layers(held.model)
     heads = held.model.config.get_text_config().num_attention_heads
     found = [layer_nodes(plan, layer) for layer in layers]

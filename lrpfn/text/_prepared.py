@@ -46,15 +46,20 @@ class PreparedLanguageModel:
         causal: whether the model attends causally.
         token_logits: whether the logits have a token axis (a language-model head), not
             one row per sequence (a sequence classifier).
+        check: whether every call checks its explained logits against one plain forward
+            of the model (`text._check`); False checks only that they are finite.
         plans: `{capture key: Plan}`, filled by the calls (the first call at each key
             captures; the others reuse). Read `len(prepared.plans)` to see how many.
+        verified: the capture keys whose logits a call has checked against the model.
     """
 
     model: nn.Module
     rules: Any
     causal: bool
     token_logits: bool
+    check: bool = True
     plans: dict = field(default_factory=dict, repr=False)
+    verified: set = field(default_factory=set, repr=False)
 
     def embed(self, input_ids: Tensor) -> Tensor:
         """The token embeddings of `input_ids` (no gradient)."""
@@ -95,6 +100,22 @@ class PreparedLanguageModel:
             return held
         return _with_buffers(held, tensors)
 
+    def checked_plan(
+        self,
+        embeddings: Tensor,
+        constants: Mapping[str, Any],
+        position: int | None,
+        last: int | None = None,
+        select: Tensor | None = None,
+    ) -> tuple[Plan, tuple | None]:
+        """`plan(...)`, and the capture key if this call is to check its logits against
+        the model's own forward (always with `check=True`; else until a check of this
+        capture has passed, which the caller records with `verified.add(key)`)."""
+        tensors = {**buffers(constants), **({} if select is None else {SELECT: select})}
+        key = _capture_key(embeddings, tensors, fixed_options(constants), position, last)
+        plan = self.plan(embeddings, constants, position, last, select)
+        return plan, key if self.check or key not in self.verified else None
+
     def logits(self, embeddings: Tensor, constants: Mapping[str, Any]) -> Tensor:
         """The model's full logits for `embeddings` under `constants` (one plain forward)."""
         with torch.no_grad():
@@ -107,6 +128,7 @@ def prepare(
     rules: Any = None,
     *,
     causal: bool | None = None,
+    check: bool = True,
 ) -> PreparedLanguageModel:
     """Hold a language model's captures, so that repeated explanations never capture again.
 
@@ -121,6 +143,12 @@ def prepare(
             now rather than on the first call.
         rules: the rule mapping (default `lrpfn.composites.attnlrp()`).
         causal: whether the model attends causally (default: inferred).
+        check: True (default): every call checks the explained logits against one plain
+            forward of the model on the same ids and mask (a named error where they
+            differ), which costs that forward. False: the first call at each capture is
+            checked (the capture against the model), later calls check only that the
+            logits are finite; the masks and positions of a call come from the same code
+            for every call (`text._inputs`).
 
     Returns:
         A `PreparedLanguageModel` to pass to `explain`, `explain_generation` and
@@ -129,12 +157,12 @@ def prepare(
     _check_model(model)
     causal = not is_bidirectional(model) if causal is None else causal
     rules = attnlrp() if rules is None else rules
-    probe = PreparedLanguageModel(model, rules, causal, token_logits=True)
+    probe = PreparedLanguageModel(model, rules, causal, token_logits=True, check=True)
     device = next(model.parameters()).device
     ids = torch.zeros((1, 2), dtype=torch.long, device=device)
     embeddings = probe.embed(ids)
     logits = probe.logits(embeddings, probe.inputs(ids, None, embeddings.dtype))
-    held = replace(probe, token_logits=logits.ndim == 3)
+    held = replace(probe, token_logits=logits.ndim == 3, check=check)
     if input_ids is not None:
         if isinstance(input_ids, (tuple, list, torch.Size)):
             input_ids = torch.zeros(tuple(input_ids), dtype=torch.long, device=device)
