@@ -166,6 +166,14 @@ def test_explain_text_smoke(tmp_path):
     assert "<span" in (tmp_path / "out" / "explanation.html").read_text()
 
 
+def test_explain_generation_smoke(tmp_path):
+    pytest.importorskip("transformers", reason="transformers is the [text] extra")
+    result = _run("explain_generation.py", "--smoke", "--max-new-tokens", "3", cwd=tmp_path)
+    assert "3 generated tokens explained" in result.stdout and "\x1b[48;2;" in result.stdout
+    assert "const DATA = " in (tmp_path / "out" / "generation.html").read_text()
+    assert _is_png(tmp_path / "out" / "generation.png")
+
+
 def test_explain_vit_smoke(tmp_path):
     result = _run("explain_vit.py", "--smoke", cwd=tmp_path)
     assert _is_png(tmp_path / "out" / "vit_explanations.png")
