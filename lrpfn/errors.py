@@ -13,10 +13,13 @@ __all__ = [
     "InvalidRuleError",
     "InvalidTargetError",
     "LRPError",
+    "ModelMismatchError",
     "NodeFailedError",
+    "NonFiniteOutputError",
     "TraceError",
     "TrainingModeError",
     "UnassignedRuleError",
+    "UnsupportedModelError",
     "UnsupportedNodeError",
 ]
 
@@ -59,3 +62,18 @@ class TrainingModeError(LRPError, RuntimeError):
 
 class CompileError(LRPError, RuntimeError):
     """`torch.compile` could not compile the walk of a plan prepared with `compile=`."""
+
+
+class ModelMismatchError(LRPError, RuntimeError):
+    """The output lrpfn explains differs from the model's own output for the same input
+    (e.g. a language model's logit computed with another attention mask than the model's)."""
+
+
+class NonFiniteOutputError(LRPError, FloatingPointError):
+    """The model's own output is NaN or infinite for the given input, so nothing can be
+    explained."""
+
+
+class UnsupportedModelError(LRPError, NotImplementedError):
+    """A model family, or a part of one (an attention kind, a cache), that lrpfn cannot
+    explain yet; the message names the family, the missing piece and the way out."""

@@ -54,6 +54,8 @@ from ._presets import (
     epsilon_gamma_box,
     epsilon_plus,
     epsilon_plus_flat,
+    lstm_lrp,
+    mamba_lrp,
 )
 from ._resolve import as_composite, node_infos, resolve
 
@@ -86,6 +88,8 @@ __all__ = [
     "epsilon_plus",
     "epsilon_plus_flat",
     "family_of",
+    "lstm_lrp",
+    "mamba_lrp",
     "node_infos",
     "resolve",
 ]

@@ -44,6 +44,7 @@ from ._errors import StoreMismatchError
 __all__ = [
     "FORMAT",
     "Layout",
+    "check_settings",
     "complete_rows",
     "create_or_check",
     "invalid_rows",
@@ -127,7 +128,7 @@ def create_or_check(
     settings = _plain(settings)
     if _exists(out):
         group = _open_existing(out)
-        _check_settings(out, group.attrs.get(ATTRIBUTE, {}).get("settings"), settings)
+        check_settings(out, group.attrs.get(ATTRIBUTE, {}).get("settings"), settings)
         return _missing(group["complete"][:])
     group = zarr.open_group(str(out), mode="w")
     for name, (shape, dtype, fill) in layout.arrays().items():
@@ -198,7 +199,7 @@ def _open_existing(out: str | Path):
     return group
 
 
-def _check_settings(out, stored: Any, settings: dict[str, Any]) -> None:
+def check_settings(out, stored: Any, settings: dict[str, Any]) -> None:
     if stored == settings:
         return
     stored = stored or {}
