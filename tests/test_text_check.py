@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lrpfn import composites, text
-from lrpfn.errors import ModelMismatchError, NonFiniteOutputError
+from lrpfn.errors import ModelMismatchError, NonFiniteOutputError, UnsupportedModelError
 from lrpfn.text._check import check_logits, own_logits
 from lrpfn.text._inputs import model_inputs
 from lrpfn.text._wrapper import EmbeddingsToLogits
@@ -126,3 +126,45 @@ def test_gemma2_eager_attention_with_soft_capping_conserves():
     model.config._attn_implementation = "eager"
     explanation = text.explain(model, _ids(3), rules=composites.cp_lrp(epsilon=0.0))
     torch.testing.assert_close(explanation.scores.sum(1), explanation.logit, rtol=1e-6, atol=0)
+
+
+def test_llama4_gets_chunked_and_full_masks():
+    """Llama4's chunked layers attend within chunks of `attention_chunk_size` tokens (the
+    model itself is refused later, for its complex-valued rotary embedding)."""
+    config = transformers.Llama4TextConfig(
+        vocab_size=families.VOCAB, hidden_size=16, intermediate_size=32,
+        intermediate_size_mlp=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=4, num_local_experts=2, num_experts_per_tok=1,
+        attention_chunk_size=3, no_rope_layers=[1, 0],
+    )  # fmt: skip
+    model = transformers.Llama4ForCausalLM(config).double().eval()
+    padding = torch.tensor([[1] * 8, [0, 0] + [1] * 6])
+    masks = model_inputs(model, _ids(), padding, torch.float64, True)["attention_mask"]
+    assert set(masks) == {"chunked_attention", "full_attention"}
+    i, j = torch.arange(8)[:, None], torch.arange(8)[None, :]
+    chunked = ((j <= i) & (i // 3 == j // 3))[None, None] & padding[:, None, None, :].bool()
+    assert torch.equal(masks["chunked_attention"] == 0, chunked)
+    assert torch.equal(masks["full_attention"] == 0, _window_mask(8, 8, padding))
+
+
+def test_attention_other_than_eager_or_sdpa_is_named():
+    model = families.build("llama")
+    model.config._attn_implementation = "flex_attention"
+    with pytest.raises(UnsupportedModelError, match=r"flex_attention.*attn_implementation='sdpa'"):
+        text.explain(model, _ids())
+
+
+def test_gemma2_eager_float64_padded_is_named_not_explained():
+    """transformers' own Gemma2 returns NaN here (eager attention takes the softmax in
+    float32, where float64's mask minimum is -inf, so padded query rows are all -inf):
+    lrpfn's graph would compute finite logits, but there is nothing of the model's to
+    explain."""
+    model = families.build("gemma2")
+    model.config._attn_implementation = "eager"
+    input_ids = _ids(4)
+    mask = torch.ones_like(input_ids)
+    mask[1, :2] = 0
+    with torch.no_grad():
+        assert model(input_ids, attention_mask=mask).logits[1, -1].isnan().any()
+    with pytest.raises(NonFiniteOutputError, match=r"sample\(s\) \[1\]"):
+        text.explain(model, input_ids, mask)

@@ -55,6 +55,7 @@ def test_cp_lrp_conserves_with_the_router_weights_held(family):
     torch.testing.assert_close(explanation.logit, own, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", MIXTURES)
 def test_attnlrp_in_float32_sends_relevance_through_the_router_too(family):
     """AttnLRP splits each gated expert output equally (EqualSplit): the router's half

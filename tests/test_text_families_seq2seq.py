@@ -52,6 +52,7 @@ def test_cp_lrp_conserves_over_encoder_and_decoder_tokens(family):
     assert torch.all(explanation.decoder_relevance[:, 3:] == 0)  # after the position
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", SEQ2SEQ)
 def test_attnlrp_in_float32(family):
     model = families.build(family, dtype=torch.float32)

@@ -45,10 +45,14 @@ def own_logits(
     sequence classifier, `position=None`) from one plain forward on the token ids.
 
     `inputs` are further keyword arguments of the forward (`position_ids`,
-    `decoder_input_ids`); those the model does not accept are left out."""
+    `decoder_input_ids`); those the model does not accept are left out. The check costs
+    this one forward (the LM head on the explained position only where the model takes
+    `logits_to_keep`)."""
     arguments = {"input_ids": input_ids, "attention_mask": attention_mask, **inputs}
     if accepts(model, "use_cache"):
         arguments["use_cache"] = False
+    if position == -1 and accepts(model, "logits_to_keep"):
+        arguments["logits_to_keep"] = 1  # the LM head on the last position only
     arguments = {
         name: value
         for name, value in arguments.items()

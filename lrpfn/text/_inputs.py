@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
 
-__all__ = ["accepts", "is_bidirectional", "model_inputs"]
+__all__ = ["accepts", "check_attention", "is_bidirectional", "model_inputs"]
 
 # how a transformers modeling file says that its forward takes a mask per layer type
 _MASK_PER_LAYER_TYPE = "causal_mask_mapping := attention_mask, dict"
@@ -154,9 +154,31 @@ def _encoder_positions(model: nn.Module, input_ids: Tensor) -> Tensor | None:
     return make(input_ids, padding_index)
 
 
+_CAPTURED_ATTENTION = (None, "eager", "sdpa")
+
+
+def check_attention(model: nn.Module) -> None:
+    """Raise unless the model attends with eager or sdpa attention (what lrpfn explains)."""
+    config = getattr(model, "config", None)
+    implementation = getattr(config, "_attn_implementation", None)
+    if implementation not in _CAPTURED_ATTENTION:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} runs attn_implementation={implementation!r}: lrpfn.text "
+            "explains the graph of eager or sdpa attention (whose softmax and products it "
+            "sees), and builds additive masks for them. Load the model with "
+            "attn_implementation='sdpa' (or 'eager'); the weights are the same."
+        )
+
+
 def model_inputs(model, input_ids, attention_mask, dtype, causal) -> dict[str, Any]:
     """The keyword arguments besides `inputs_embeds` that reproduce `model(input_ids,
-    attention_mask=attention_mask)` (see the module docstring)."""
+    attention_mask=attention_mask)` (see the module docstring).
+
+    Raises:
+        UnsupportedModelError: the model attends with another implementation than eager
+            or sdpa, or with a window or layer type whose mask lrpfn cannot build.
+    """
+    check_attention(model)
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
     constants: dict[str, Any] = {}
     if causal:

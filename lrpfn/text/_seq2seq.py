@@ -25,7 +25,7 @@ from ..composites import attnlrp
 from ..engine import Plan, prepare
 from ..errors import InvalidInputError, UnsupportedModelError
 from ._experts import routed
-from ._inputs import accepts
+from ._inputs import accepts, check_attention
 
 __all__ = ["EncoderDecoderToLogits", "is_encoder_decoder", "joint_embeddings", "plan", "split"]
 
@@ -100,6 +100,7 @@ def plan(
     rules: Any,
 ) -> Plan:
     """The plan explaining `EncoderDecoderToLogits` at `embeddings`' shape."""
+    check_attention(model)
     wrapper = EncoderDecoderToLogits(routed(model), encoder_tokens, attention_mask, position)
     return prepare(wrapper, attnlrp() if rules is None else rules, example_input=embeddings)
 
