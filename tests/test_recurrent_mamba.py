@@ -176,6 +176,28 @@ def test_text_explain_picks_mamba_lrp_for_mamba():
     torch.testing.assert_close(default, _explain(model, ids, composites.mamba_lrp()).relevance)
 
 
+def test_generation_of_a_mamba_is_explained_token_by_token():
+    """`explain_generation` on Mamba: row j is `explain` of the prefix that generated
+    token j (a separate capture at another length), with the same explained logit."""
+    model = _mamba(layers=2, bias=False)
+    ids = torch.randint(0, 30, (1, 4), generator=torch.Generator().manual_seed(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        generated = text.explain_generation(model, ids, max_new_tokens=3)
+    sequence = torch.cat([ids, generated.generated_ids], 1)
+    for step in range(3):
+        prefix = sequence[:, : 4 + step]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            single = text.explain(model, prefix, target=sequence[:, 4 + step])
+        row = generated.matrix[0, step, : 4 + step]
+        torch.testing.assert_close(row, single.scores[0], rtol=1e-10, atol=1e-12)
+        assert torch.all(generated.matrix[0, step, 4 + step :] == 0)
+        torch.testing.assert_close(
+            generated.logits[0, step].double(), single.logit[0].double(), rtol=1e-6, atol=1e-9
+        )
+
+
 # --- Mamba2 (its chunked pure-torch path) ---------------------------------------------------
 
 

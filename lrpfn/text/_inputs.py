@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
 
-__all__ = ["accepts", "check_attention", "is_bidirectional", "model_inputs"]
+__all__ = ["accepts", "check_attention", "is_bidirectional", "is_state_space", "model_inputs"]
 
 # how a transformers modeling file says that its forward takes a mask per layer type
 _MASK_PER_LAYER_TYPE = "causal_mask_mapping := attention_mask, dict"
@@ -181,7 +181,10 @@ def model_inputs(model, input_ids, attention_mask, dtype, causal) -> dict[str, A
     check_attention(model)
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
     constants: dict[str, Any] = {}
-    if causal:
+    if causal and is_state_space(model):  # causal by its scan: the 2-d mask as it is
+        if attention_mask is not None:
+            constants["attention_mask"] = attention_mask
+    elif causal:
         constants["attention_mask"] = decoder_masks(model, mask, dtype)
         if accepts(model, "position_ids"):
             constants["position_ids"] = decoder_positions(mask)

@@ -156,11 +156,9 @@ def prepare(
         `explain_inside` in place of the model.
     """
     _check_model(model)
-    state_space = is_state_space(model)  # Mamba: no attention, its 2-d mask as it is
-    if causal is None:
-        causal = not state_space and not is_bidirectional(model)
-    if rules is None:
-        rules = mamba_lrp() if state_space else attnlrp()
+    causal = not is_bidirectional(model) if causal is None else causal
+    if rules is None:  # Mamba: no attention, MambaLRP's rules
+        rules = mamba_lrp() if is_state_space(model) else attnlrp()
     probe = PreparedLanguageModel(model, rules, causal, token_logits=True, check=True)
     device = next(model.parameters()).device
     ids = torch.zeros((1, 2), dtype=torch.long, device=device)
