@@ -23,7 +23,7 @@ from ._several_targets import walk_each_target
 from ._traverse import backward, forward
 from .errors import InvalidInputError, InvalidRuleError, InvalidTargetError
 
-__all__ = ["lrp", "prepare", "relevances"]
+__all__ = ["lrp", "model_output", "prepare", "relevances"]
 
 Target = int | Sequence[int] | Tensor | None
 
@@ -81,6 +81,21 @@ def relevances(
     options = (rules, handlers, pattern)
     _, recorded = _explain(model, x, options, target, output_relevance, keep_all=True)
     return recorded
+
+
+def model_output(plan: Plan, x: Tensor) -> Tensor:
+    """The model's output at `x`, computed node by node through the plan's graph.
+
+    The same numbers as calling the model, but a failing op raises `NodeFailedError` naming
+    the node, the op and the likely fix (a channel, dtype, size or device mismatch) instead
+    of a bare error from deep inside the model: what applications built on the engine (the
+    command line, `lrpfn.datasets`) call for the logits they need besides the relevance.
+    """
+    _check_input(x)
+    _check_shape(plan, x)
+    with torch.no_grad(), TRACE_LOCK.running():
+        env, output_node = forward(plan, x)
+    return env[output_node]
 
 
 def _explain(model, x, options, target, output_relevance, keep_all):

@@ -17,6 +17,7 @@ from torch import Tensor, fx
 
 from ._canonical import attribute
 from ._handlers import Step
+from ._likely_fix import likely_fix
 from ._plan import Plan
 from .errors import InvalidInputError, LRPError, NodeFailedError
 
@@ -30,6 +31,23 @@ def _node_function(plan: Plan, node: fx.Node) -> Callable[..., Any]:
         name = node.target
         return lambda self, *args, **kwargs: getattr(self, name)(*args, **kwargs)
     return node.target
+
+
+def _op_name(plan: Plan, node: fx.Node) -> str:
+    """The op of `node` as a user knows it: `Conv2d 'features.0'`, `torch.add`, `.view`."""
+    if node.op == "call_module":
+        module = plan.module.get_submodule(node.target)
+        return f"{type(module).__name__} {node.target!r}"
+    if node.op == "call_method":
+        return f"method .{node.target}"
+    name = getattr(node.target, "__name__", str(node.target))
+    return f"{getattr(node.target, '__module__', None) or 'op'}.{name}"
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line, ending in a full stop."""
+    text = " ".join(str(error).split())
+    return text if text.endswith(".") else f"{text}."
 
 
 def forward(plan: Plan, x: Tensor) -> tuple[dict[fx.Node, Any], fx.Node]:
@@ -61,9 +79,10 @@ def forward(plan: Plan, x: Tensor) -> tuple[dict[fx.Node, Any], fx.Node]:
                 raise
             except Exception as error:
                 raise NodeFailedError(
-                    f"the forward pass failed at node {node.format_node()}: "
-                    f"{type(error).__name__}: {error}\nCheck that the input fits the model "
-                    f"(input shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device})."
+                    f"the forward pass failed at node {node.format_node()} "
+                    f"({_op_name(plan, node)}): {type(error).__name__}: {_one_line(error)} "
+                    f"Check that the input fits the model (input shape {tuple(x.shape)}, "
+                    f"dtype {x.dtype}, device {x.device}); likely fix: {likely_fix(error)}."
                 ) from error
         if node.op != "output":  # the output stays: it starts the backward walk
             for item in node.all_input_nodes:

@@ -225,7 +225,7 @@ def test_check_reports_unsupported_nodes(capsys):
 
 
 def _run(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONPATH": str(HERE)}
+    environment = {**os.environ, "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}"}
     return subprocess.run(
         arguments, capture_output=True, text=True, cwd=cwd, env=environment, timeout=300
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .. import evaluate
+from .._api import model_output, prepare
 from ._common import CLIError, add_model_arguments, check_rule_name, device, make_rules
 from ._images import find_images, preprocessing_from
 from ._models import load_model
@@ -67,6 +68,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     model = model.to(target_device)
     methods = {name: make_rules(name, preprocessing.mean, preprocessing.std) for name in names}
+    model_output(prepare(model, methods[names[0]]), x[:1])  # a model that does not fit: one line
     comparison = evaluate.compare(
         model, x, methods, args.target, patch=args.patch, steps=args.steps,
         perturbation=perturbation, seed=args.seed,

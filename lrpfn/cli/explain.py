@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .. import image
-from .._api import lrp, prepare
+from .._api import lrp, model_output, prepare
 from ._common import CLIError, add_model_arguments, check_rule_name, device, make_rules
 from ._images import find_images, preprocessing_from
 from ._models import load_model
@@ -76,8 +76,7 @@ def _stack(inputs: list[torch.Tensor], paths: list[Path]) -> torch.Tensor:
 
 
 def _explain_batch(plan, model, x, batch, root, out, preprocessing, args, bar) -> None:
-    with torch.no_grad():
-        logits = model(x)
+    logits = model_output(plan, x)
     if logits.ndim != 2:
         raise CLIError(f"the model's output has shape {tuple(logits.shape)}, not (batch, classes).")
     target = logits.argmax(1) if args.target is None else args.target

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .._api import relevances
+from .._api import model_output, relevances
 from .._plan import Plan
 from .._version import __version__
 from . import _store
@@ -32,8 +32,7 @@ def start_run(plan, dataset, out, device, settings, ranks) -> tuple[_store.Layou
     batch_size, dtype, nodes, target, model, data = settings
     x = _probe(dataset)
     x = x[None].to(device)
-    with torch.no_grad():
-        logits = plan.module(x)
+    logits = model_output(plan, x)
     if logits.ndim != 2:
         raise DatasetError(
             f"the model's output has shape {tuple(logits.shape)}, not (batch, classes)."
