@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ._canonical import FOLDED
 from ._capture import TRACE_LOCK
+from ._conservation import check_conservation
 from ._handlers import Handler
 from ._plan import Plan, prepare
 from ._several_targets import walk_each_target
@@ -98,7 +99,7 @@ def model_output(plan: Plan, x: Tensor) -> Tensor:
     return env[output_node]
 
 
-def _explain(model, x, options, target, output_relevance, keep_all):
+def _explain(model, x, options, target, output_relevance, keep_all, check=True):
     _check_input(x)
     plan = _as_plan(model, *options, example_input=x)
     _check_shape(plan, x)
@@ -117,6 +118,13 @@ def _explain(model, x, options, target, output_relevance, keep_all):
             result, recorded = backward(plan, env, output_node, start, keep_all, owned=True)
         result = _rescaled(result, scale)
         recorded = {name: _rescaled(value, scale) for name, value in recorded.items()}
+    if check and output_relevance is None:  # the logit of a target is the reference
+        check_conservation(
+            plan, initial, result, output.ndim,
+            lambda: recorded if keep_all else _explain(
+                plan, x, (None,) * 3, target, output_relevance, keep_all=True, check=False
+            )[1],
+        )  # fmt: skip
     if keep_all:
         recorded = _with_aliases(plan, recorded)
         recorded["output"] = initial

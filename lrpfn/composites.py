@@ -43,7 +43,7 @@ from ._canonical import SOURCE
 from ._handlers import Handler
 from ._ops import channel_affine, padded_convolution
 from .errors import InvalidRuleError, UnassignedRuleError
-from .rules import AlphaBeta, Epsilon, Flat, Gamma, Pass, ZBox, ZPlus
+from .rules import AlphaBeta, Epsilon, Flat, Gamma, Gradient, Pass, ZBox, ZPlus
 from .rules._attention import AttnSoftmax, ConstantAttention, StopSoftmax, UniformProduct
 from .rules._keys import RULE_KEYS, rule_from_key
 from .rules._product import EqualSplit, SignalTakesAll
@@ -75,6 +75,7 @@ __all__ = [
     "epsilon_gamma_box",
     "epsilon_plus",
     "epsilon_plus_flat",
+    "key_composite",
     "resolve",
 ]
 
@@ -273,7 +274,7 @@ def as_composite(mapping: Any) -> Composite:
             )
         if mapping in PRESETS:
             return PRESETS[mapping]()
-        return Composite(((_ANY, rule_from_key(mapping)),))
+        return key_composite(mapping)
     if isinstance(mapping, Mapping):
         return Composite(tuple(mapping.items()))
     if callable(mapping):
@@ -282,6 +283,20 @@ def as_composite(mapping: Any) -> Composite:
         f"rules must be a rule, a dict of rules, a Composite or a rule key, got {mapping!r}. "
         f"Known keys: {', '.join([*RULE_KEYS, *PRESETS])}."
     )
+
+
+def key_composite(key: str) -> Composite:
+    """The rule set of a TorchLRP rule key ("epsilon", "alpha2beta1", ...), as TorchLRP's
+    keys apply it: the key's rule on the parametrised layers (dense and convolution), the
+    presets' stabilized Epsilon on sums, pooling and norms (`_base`), BatchNorm left
+    unfolded passing relevance. A sign-split rule on a residual sum would create relevance
+    (alpha2beta1 on resnet18's sums gave about 240 x the logit). "gradient" stays the
+    gradient everywhere.
+    """
+    rule = rule_from_key(key)
+    if isinstance(rule, Gradient):
+        return Composite(((_ANY, rule),))
+    return Composite((*_base(DEFAULT_RULE.epsilon).items(), (DENSE, rule), (CONVOLUTION, rule)))
 
 
 def _single_rule_family(rule: Any) -> Family:

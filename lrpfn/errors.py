@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "CompileError",
+    "ConservationWarning",
     "InvalidInputError",
     "InvalidRuleError",
     "InvalidTargetError",
@@ -59,3 +60,8 @@ class TrainingModeError(LRPError, RuntimeError):
 
 class CompileError(LRPError, RuntimeError):
     """`torch.compile` could not compile the walk of a plan prepared with `compile=`."""
+
+
+class ConservationWarning(LRPError, UserWarning):  # noqa: N818 (a warning)
+    """A conservative rule set made the relevance sum grow past twice the explained logit
+    (`lrpfn._conservation`); the message names the rule set and the nodes where it grew."""

@@ -40,7 +40,7 @@ def make_rules(name: str, mean: Sequence[float], std: Sequence[float]) -> Any:
         return composites.epsilon_gamma_box(low=(0.0 - mean_t) / std_t, high=(1.0 - mean_t) / std_t)
     if name in PRESETS:
         return PRESETS[name]()
-    return RULE_KEYS[name]()
+    return composites.key_composite(name)
 
 
 def check_rule_name(name: str) -> None:
