@@ -23,6 +23,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check lrpfn tests examples benchmarks
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 2 -q
 	$(PY) benchmarks/bench_lrp.py --quick --no-write
 
@@ -31,6 +32,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lrpfn tests examples benchmarks
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format lrpfn tests examples benchmarks

@@ -12,7 +12,7 @@ per repetition in rotating order (`common.interleaved_medians`), median seconds:
 - `lrpfn conditional, k concepts`: one call of `concepts.conditional` (the forward shared,
   the k walks vmapped; parallel paths excluded, the default);
 - `reference: 1 forward + k walks`: lrpfn's forward pass once, then k plain backward walks
-  (`lrpfn._traverse.backward` on the same Plan) one after the other: the budget the issue
+  (`lrpfn.engine.backward` on the same Plan) one after the other: the budget the issue
   sets (goal: conditional <= 1.1 x reference);
 - `zennit-crp loop over k concepts`: zennit-crp 0.6's `CondAttribution` called once per
   concept with the batch (each call one forward and one backward with mask hooks;
@@ -42,9 +42,14 @@ from common import (
 
 import lrpfn
 from lrpfn import composites, concepts
-from lrpfn._api import _initial_relevance, _power_of_two_scale, _rescaled
-from lrpfn._capture import TRACE_LOCK
-from lrpfn._traverse import backward, forward
+from lrpfn.engine import (
+    TRACE_LOCK,
+    backward,
+    forward,
+    initial_relevance,
+    power_of_two_scale,
+    rescaled,
+)
 
 CHANNELS = (3, 17, 64, 100, 200, 301, 402, 511)
 
@@ -66,11 +71,11 @@ def reference(plan: lrpfn.Plan, x: torch.Tensor, k: int) -> list[torch.Tensor]:
     with torch.no_grad(), TRACE_LOCK.running():
         env, output_node = forward(plan, x)
         output = env[output_node]
-        initial = _initial_relevance(output, None, None)
-        scale = _power_of_two_scale(initial, output.ndim)
-        start = _rescaled(initial, scale.reciprocal())
+        initial = initial_relevance(output, None, None)
+        scale = power_of_two_scale(initial, output.ndim)
+        start = rescaled(initial, scale.reciprocal())
         walks = [backward(plan, env, output_node, start, False)[0] for _ in range(k)]
-        return [_rescaled(walk, scale) for walk in walks]
+        return [rescaled(walk, scale) for walk in walks]
 
 
 def crp_method(model: torch.nn.Module, x: torch.Tensor, node: str, k: int) -> Callable[[], list]:

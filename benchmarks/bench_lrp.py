@@ -56,7 +56,7 @@ from common import (
 
 import lrpfn
 from lrpfn import composites, rules
-from lrpfn._traverse import backward, forward
+from lrpfn.engine import backward, forward
 
 HERE = Path(__file__).resolve().parent
 MODELS = ("vgg16", "resnet50", "densenet121", "mobilenet_v2", "efficientnet_b0", "convnext_tiny")

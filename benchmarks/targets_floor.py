@@ -17,7 +17,7 @@ from profile_lrp import op_seconds
 
 import lrpfn
 from lrpfn import rules
-from lrpfn._traverse import backward, forward
+from lrpfn.engine import backward, forward
 
 TARGETS = 4
 

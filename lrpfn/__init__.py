@@ -24,11 +24,11 @@ from . import (
     rules,
     torchlrp,
 )
-from ._api import lrp, prepare, relevances
-from ._families import HANDLERS
-from ._handlers import Handler
-from ._plan import Plan
 from ._version import __version__
+from .engine.api import lrp, prepare, relevances
+from .engine.plan import Plan
+from .ops.handler import Handler
+from .ops.table import HANDLERS
 
 __all__ = [
     "HANDLERS",

@@ -64,4 +64,4 @@ class CompileError(LRPError, RuntimeError):
 
 class ConservationWarning(LRPError, UserWarning):  # noqa: N818 (a warning)
     """A conservative rule set made the relevance sum grow past twice the explained logit
-    (`lrpfn._conservation`); the message names the rule set and the nodes where it grew."""
+    (`lrpfn.engine.conservation`); the message names the rule set and the nodes where it grew."""

@@ -6,23 +6,20 @@
     table = {**lrpfn.HANDLERS, MyActivation: handlers.PASS, my_gather: handlers.ROUTE}
     R = lrpfn.lrp(model, x, rules, handlers=table)
 
-See `lrpfn._handlers` for what each handler does and docs/extending.md for writing one.
+See `lrpfn.ops.handler` for what each handler does and docs/extending.md for writing one.
 """
 
-from ._families import HANDLERS as HANDLERS
-from ._handlers import (
-    DENSE as DENSE,
+from .ops.handler import (
     NONE as NONE,
     PASS as PASS,
     PASS_NONNEGATIVE as PASS_NONNEGATIVE,
     PASS_PRESERVING as PASS_PRESERVING,
     PASS_RELU as PASS_RELU,
     PASS_ZERO as PASS_ZERO,
-    POOL as POOL,
-    PRODUCT as PRODUCT,
     ROUTE as ROUTE,
-    SUM as SUM,
     Handler as Handler,
     Step as Step,
     handler_for as handler_for,
 )
+from .ops.linear import DENSE as DENSE, POOL as POOL, PRODUCT as PRODUCT, SUM as SUM
+from .ops.table import HANDLERS as HANDLERS

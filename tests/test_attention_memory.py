@@ -1,7 +1,7 @@
 """The forward keeps one (heads, tokens, tokens) tensor per attention layer: the softmax output.
 
 The walk reads the raw scores $q k^\\top$, the scaled and the masked scores and the softmax
-input; `lrpfn._memory` drops them in the forward and recomputes them from the kept $q$ and
+input; `lrpfn.engine.memory` drops them in the forward and recomputes them from the kept $q$ and
 $k$ when the softmax step first reads them. The result must be exactly that of a walk that
 keeps every value (the same ops on the same values), and the walk must free what it no
 longer reads when `lrpfn.lrp` hands it the forward's values.
@@ -17,8 +17,8 @@ from attention_models import Decoder, Encoder, tiny_vit
 
 import lrpfn
 from lrpfn import composites
-from lrpfn._memory import attention_scores
-from lrpfn._traverse import backward, forward
+from lrpfn.engine import backward, forward
+from lrpfn.engine.memory import attention_scores
 
 MODELS = {
     "decoder": (lambda: Decoder(width=16, heads=4, kv_heads=2, layers=2, length=6), (2, 6, 16)),

@@ -331,7 +331,7 @@ class AttentionOps(nn.Module):
 
 
 def test_export_maps_the_aten_attention_ops_to_torch_level_callables():
-    from lrpfn._export import export_graph
+    from lrpfn.capture.export import export_graph
 
     gm = export_graph(AttentionOps().eval(), torch.randn(2, 3, 4))
     targets = {node.target for node in gm.graph.nodes if node.op == "call_function"}

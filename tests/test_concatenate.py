@@ -1,6 +1,6 @@
 """A concatenation routes relevance by splitting it, exactly as its vector-Jacobian product.
 
-`_handlers._concatenate` splits the relevance back into the parts instead of re-running
+`ops.handler._concatenate` splits the relevance back into the parts instead of re-running
 the concatenation under `torch.func.vjp` (the generic route). Both must agree bit for bit,
 for parts that are data, constants or the same node twice, and for negative axes.
 """
@@ -15,7 +15,7 @@ from torch import nn
 
 import lrpfn
 from lrpfn import composites, rules
-from lrpfn._handlers import CONCATENATE, ROUTE
+from lrpfn.ops.handler import CONCATENATE, ROUTE
 
 
 class Concatenating(nn.Module):

@@ -19,8 +19,8 @@ from torch import nn
 
 import lrpfn
 from lrpfn import rules
-from lrpfn._canonical import FOLDED
-from lrpfn._ops import channel_affine
+from lrpfn.capture import FOLDED
+from lrpfn.ops.functional import channel_affine
 
 D = torch.float64  # every comparison in float64
 

@@ -1,7 +1,7 @@
 """The forward keeps one activation per layer: elementwise activations are recomputed.
 
 An elementwise activation $a = g(z)$ whose input $z$ is kept for its own layer's rule is
-dropped by the forward pass and recomputed by the walk (`lrpfn._memory`). The walk must
+dropped by the forward pass and recomputed by the walk (`lrpfn.engine.memory`). The walk must
 give exactly the result of a walk that kept every activation.
 """
 
@@ -16,7 +16,7 @@ from torch import nn
 
 import lrpfn
 from lrpfn import composites, rules
-from lrpfn._traverse import forward
+from lrpfn.engine import forward
 
 
 class Residual(nn.Module):

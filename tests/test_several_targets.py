@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 import lrpfn
-from lrpfn import _several_targets, composites, rules
-from lrpfn._several_targets import _walks_in_turn, _walks_vmapped
-from lrpfn._traverse import forward
+from lrpfn import composites, rules
+from lrpfn.engine import forward, several_targets
+from lrpfn.engine.several_targets import _walks_in_turn, _walks_vmapped
 
-# The conservation warning (lrpfn._conservation) is not what this module tests: its random
+# The conservation warning (lrpfn.engine.conservation) is not what this module tests: its random
 # toy nets have biases, which can add relevance as well as absorb it, and AlphaBeta(2, 1)
 # gives alpha = 2 x R wherever a layer has no negative part, so sums past 2 x the logit
 # are expected here; tests/test_rule_keys.py tests the warning itself.
@@ -66,7 +66,7 @@ WALKS = {"vmapped": 2**62, "in_turn": 0}
 @pytest.mark.parametrize("walks", WALKS.values(), ids=WALKS)
 @pytest.mark.parametrize("mapping", MAPPINGS.values(), ids=MAPPINGS)
 def test_k_targets_equal_k_single_target_calls(mapping, walks, monkeypatch):
-    monkeypatch.setattr(_several_targets, "MMAP_THRESHOLD_BYTES", walks)
+    monkeypatch.setattr(several_targets, "MMAP_THRESHOLD_BYTES", walks)
     model, x = _model_and_input()
     plan = lrpfn.prepare(model, mapping())
     together = lrpfn.lrp(plan, x, target=TARGETS)

@@ -9,8 +9,7 @@ from typing import Any
 import torch
 
 from .. import composites
-from .._api import prepare
-from .._plan import Plan
+from ..engine import Plan, prepare
 from ..errors import UnsupportedNodeError
 from ._common import add_model_arguments, check_rule_name, make_rules
 from ._images import preprocessing_from

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .. import evaluate
-from .._api import model_output, prepare
+from ..engine import model_output, prepare
 from ._common import CLIError, add_model_arguments, check_rule_name, device, make_rules
 from ._images import find_images, preprocessing_from
 from ._models import load_model

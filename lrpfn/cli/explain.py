@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .. import image
-from .._api import lrp, model_output, prepare
+from ..engine import lrp, model_output, prepare
 from ._common import CLIError, add_model_arguments, check_rule_name, device, make_rules
 from ._images import find_images, preprocessing_from
 from ._models import load_model

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..datasets import Digits, ImageFolder, explain
 from ._common import CLIError, add_model_arguments, check_rule_name, make_rules
 from ._images import IMAGE_SUFFIXES, preprocessing_from
 from ._models import _import, load_model
@@ -56,8 +57,6 @@ def register(commands) -> None:
 
 
 def _explain_dataset(args: argparse.Namespace) -> int:
-    from ..datasets import Digits, ImageFolder, explain
-
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}.")
     if args.threads is not None:

@@ -11,11 +11,17 @@ from typing import Any
 import torch
 from torch import Tensor, fx
 
-from .._api import _as_plan, _check_input, _initial_relevance, _power_of_two_scale, _rescaled
-from .._capture import TRACE_LOCK
-from .._handlers import Handler
-from .._plan import Plan
-from .._traverse import forward
+from ..engine import (
+    TRACE_LOCK,
+    Handler,
+    Plan,
+    as_plan,
+    check_input,
+    forward,
+    initial_relevance,
+    power_of_two_scale,
+    rescaled,
+)
 from ..errors import InvalidTargetError
 from ._nodes import InvalidConditionError, downstream, resolve_node
 from ._walk import conditioned_walk, gate_tensors, parse_conditions
@@ -121,8 +127,8 @@ def importance(
 
 
 def _run(model, x, rules, handlers, target, conditions, exclude_parallel, stop):
-    plan = _as_plan(model, rules, handlers, None)
-    _check_input(x)
+    plan = as_plan(model, rules, handlers, None)
+    check_input(x)
     stop_node = resolve_node(plan, stop) if stop is not None else None
     batched = conditions is not None
     named = _named(plan, conditions or [{}], x.shape[0])
@@ -142,9 +148,9 @@ def _run(model, x, rules, handlers, target, conditions, exclude_parallel, stop):
                 "concepts explain one target per sample (an int or shape (batch,)); for "
                 "several classes call once per class."
             )
-        initial = _initial_relevance(output, target, None)
-        scale = _power_of_two_scale(initial, output.ndim)
-        start = _rescaled(initial, scale.reciprocal())
+        initial = initial_relevance(output, target, None)
+        scale = power_of_two_scale(initial, output.ndim)
+        start = rescaled(initial, scale.reciprocal())
         walk = conditioned_walk(plan, env, output_node, start, parsed, stop_node)
         gates = gate_tensors(parsed)
         if batched:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from torch import fx
 
-from .._canonical import FOLDED, SOURCE
-from .._plan import Plan
+from ..engine import FOLDED, SOURCE, Plan
 from ..errors import LRPError
 
 __all__ = ["InvalidConditionError", "downstream", "resolve_node"]

@@ -8,7 +8,7 @@ it), and its contribution is dropped. Every rule is linear in the relevance, so 
 the sum over the paths through the named nodes only, which is what zennit-crp computes
 by starting a second backward pass at the layer's output.
 
-The walk itself is `lrpfn._traverse.backward` over a `Plan` whose handlers are wrapped at
+The walk itself is `engine.walk.backward` over a `Plan` whose handlers are wrapped at
 the affected nodes; the k conditions are one `torch.func.vmap` over the masks and gates,
 so the forward pass is shared and the part of the walk above the first conditioned node
 (where nothing depends on the condition) runs once, unbatched.
@@ -24,9 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, fx
 
-from .._handlers import Handler, Step
-from .._plan import Plan
-from .._traverse import backward
+from ..engine import Handler, Plan, Step, backward
 from ._nodes import InvalidConditionError, downstream
 
 __all__ = ["Conditions", "conditioned_walk", "parse_conditions"]

@@ -27,8 +27,7 @@ from typing import Any, Literal
 
 import torch
 
-from .._api import prepare
-from .._plan import Plan
+from ..engine import Plan, prepare
 from ..errors import LRPError
 from . import _shard, _store
 from ._errors import DatasetError

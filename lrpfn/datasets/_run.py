@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._api import lrp, model_output, relevances
+from ..engine import lrp, model_output, relevances
 from . import _store
 from ._errors import DatasetError
 from ._samples import Batch, InvalidSample, batches

@@ -14,9 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .._api import model_output, relevances
-from .._plan import Plan
 from .._version import __version__
+from ..engine import Plan, model_output, relevances
 from . import _store
 from ._errors import DatasetError
 from ._samples import Guarded, source_of

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ._errors import DatasetError
+from ._spray_figures import save_cluster_means, save_embedding
 
 __all__ = ["Spray", "spray"]
 
@@ -63,8 +64,6 @@ class Spray:
         """Write `embedding.png` (eigenvalues and the 2-D embedding, coloured by cluster)
         and `cluster_means.png` (each cluster's mean heatmap) into `folder`. Needs
         matplotlib."""
-        from ._spray_figures import save_cluster_means, save_embedding
-
         folder = Path(folder)
         return (
             save_embedding(self, folder / "embedding.png", title),

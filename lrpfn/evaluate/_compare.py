@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._api import lrp, prepare
+from ..engine import lrp, prepare
 from ..image import finish_figure
 from ._checks import InvalidEvaluationError, check_images, explained_logit, target_index
 from ._perturbations import Perturbation

@@ -28,8 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._api import lrp
-from .._capture import TRACE_LOCK, capture
+from ..engine import TRACE_LOCK, capture, lrp
 from ..errors import TrainingModeError
 from ._checks import InvalidEvaluationError, check_images, heatmaps, target_index
 from ._similarity import spearman, ssim

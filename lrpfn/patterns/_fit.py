@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, fx
 from tqdm import tqdm
 
-from .._capture import TRACE_LOCK
-from .._ops import padded_convolution
+from ..engine import TRACE_LOCK, padded_convolution, prepare
 from ..errors import InvalidInputError, InvalidRuleError
+from ..rules import Gradient
 from ._estimators import MEAN_Y, Moments, add_moments, batch_moments, estimate
 from ._value import Patterns
 
@@ -82,10 +82,6 @@ def fit(
         InvalidInputError: `data` yields no batch, a batch that is not a floating tensor,
             or a non-finite value; the model has no dense or convolution node.
     """
-    # imported here: lrpfn.rules imports this package (for `Patterns`), lrpfn._plan imports rules
-    from .._plan import prepare
-    from ..rules import Gradient
-
     if kind not in KINDS:
         raise InvalidRuleError(f"kind must be one of {KINDS}, got {kind!r}.")
     if mean_y not in MEAN_Y:

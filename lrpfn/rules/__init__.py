@@ -21,18 +21,17 @@ from ._base import (
 )
 from ._keys import RULE_KEYS as RULE_KEYS, rule_from_key as rule_from_key
 from ._lrp import (
-    AlphaBeta as AlphaBeta,
     Epsilon as Epsilon,
     Flat as Flat,
-    Gamma as Gamma,
     Gradient as Gradient,
     Pass as Pass,
     WSquare as WSquare,
     ZBox as ZBox,
-    ZPlus as ZPlus,
 )
 from ._pattern import PatternAttribution as PatternAttribution, PatternNet as PatternNet
+from ._pattern_values import Patterns as Patterns
 from ._product import EqualSplit as EqualSplit, SignalTakesAll as SignalTakesAll
+from ._sign_split import AlphaBeta as AlphaBeta, Gamma as Gamma, ZPlus as ZPlus
 
 
 def is_signal_rule(rule: object) -> bool:

@@ -39,6 +39,8 @@ __all__ = [
     "Rule",
     "Term",
     "check_nonnegative",
+    "negative_part",
+    "positive_part",
     "stabilize",
     "stabilized_divide",
 ]
@@ -208,3 +210,11 @@ def _sum(values):
     for value in values:
         total = value if total is None else total + value
     return total
+
+
+def positive_part(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.clamp(min=0)
+
+
+def negative_part(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.clamp(max=0)

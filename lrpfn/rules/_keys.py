@@ -14,7 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import InvalidRuleError
-from ._lrp import AlphaBeta, Epsilon, Gamma, Gradient
+from ._lrp import Epsilon, Gradient
+from ._pattern import PatternAttribution, PatternNet
+from ._sign_split import AlphaBeta, Gamma
 
 __all__ = ["RULE_KEYS", "rule_from_key"]
 
@@ -37,8 +39,6 @@ def rule_from_key(key: str, **options: Any) -> Any:
     "patternnet" and "patternattribution" need `pattern=` (a `lrpfn.patterns.Patterns`).
     """
     if key in ("patternnet", "patternattribution"):
-        from ._pattern import PatternAttribution, PatternNet
-
         if "pattern" not in options:
             raise InvalidRuleError(
                 f"rule key {key!r} needs patterns: pass pattern=lrpfn.patterns.fit(model, data)."

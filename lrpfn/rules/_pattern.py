@@ -21,8 +21,8 @@ from torch import Tensor
 
 from ..errors import InvalidRuleError
 from ..layers import Layer
-from ..patterns._value import Patterns
 from ._base import Activations
+from ._pattern_values import Patterns
 
 __all__ = ["PatternAttribution", "PatternNet"]
 

@@ -11,16 +11,18 @@ Nothing in transformers is patched.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .._api import lrp
 from ..composites import attnlrp
+from ..engine import lrp
 from ..errors import InvalidInputError
+from ._inputs import is_bidirectional, model_inputs
+from ._render import to_html, to_terminal
+from ._wrapper import EmbeddingsToLogits
 
 __all__ = ["TokenRelevance", "explain"]
 
@@ -47,79 +49,11 @@ class TokenRelevance:
 
     def to_html(self, tokenizer: Any = None, sample: int = 0) -> str:
         """A heatmap of the tokens of `sample` as an HTML fragment (see `lrpfn.text.to_html`)."""
-        from ._render import to_html
-
         return to_html(self, tokenizer, sample)
 
     def to_terminal(self, tokenizer: Any = None, sample: int = 0) -> str:
         """The tokens of `sample` coloured for a terminal (see `lrpfn.text.to_terminal`)."""
-        from ._render import to_terminal
-
         return to_terminal(self, tokenizer, sample)
-
-
-class _EmbeddingsToLogits(nn.Module):
-    """`embeddings -> logits[:, position]` (or `-> logits`) with every other input fixed."""
-
-    def __init__(self, model: nn.Module, constants: dict[str, Any], position: int | None):
-        super().__init__()
-        self.model = model
-        self.position = position
-        self.constants = {}
-        for name, value in constants.items():
-            if isinstance(value, Tensor):
-                self.register_buffer(f"_{name}", value, persistent=False)
-            else:
-                self.constants[name] = value
-
-    def forward(self, embeddings: Tensor) -> Tensor:
-        tensors = {name[1:]: value for name, value in self.named_buffers(recurse=False)}
-        logits = self.model(inputs_embeds=embeddings, **tensors, **self.constants).logits
-        return logits if self.position is None else logits[:, self.position]
-
-
-def _bidirectional(model: nn.Module) -> bool:
-    """Encoders (models with a masked-LM head in transformers, not configured as decoders)
-    attend both ways; every other language model is causal."""
-    config = getattr(model, "config", None)
-    if config is None or getattr(config, "is_decoder", False):
-        return False
-    try:
-        from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
-    except ImportError:  # pragma: no cover - transformers is what gives models a config
-        return False
-    return getattr(config, "model_type", None) in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-
-def _causal_mask(attention_mask: Tensor, dtype: torch.dtype) -> Tensor:
-    """The additive mask `(batch, 1, tokens, tokens)`: 0 where token i may attend to token
-    j (j <= i and j not padding), the dtype's minimum elsewhere."""
-    length = attention_mask.shape[-1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=attention_mask.device).tril()
-    allowed = causal[None, None] & attention_mask[:, None, None, :].bool()
-    zeros = torch.zeros(allowed.shape, dtype=dtype, device=attention_mask.device)
-    return zeros.masked_fill(~allowed, torch.finfo(dtype).min)
-
-
-def _accepts(model: nn.Module, name: str) -> bool:
-    try:
-        return name in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        return False
-
-
-def _constants(model, input_ids, attention_mask, dtype, causal) -> dict[str, Any]:
-    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-    constants: dict[str, Any] = {}
-    if causal:
-        constants["attention_mask"] = _causal_mask(mask, dtype)
-        if attention_mask is not None and _accepts(model, "position_ids"):
-            constants["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    elif attention_mask is not None:
-        constants["attention_mask"] = attention_mask
-    if _accepts(model, "use_cache"):
-        constants["use_cache"] = False
-    return constants
 
 
 def explain(
@@ -169,13 +103,13 @@ def explain(
         )
     with torch.no_grad():
         embeddings = embedding(input_ids).detach()
-    causal = not _bidirectional(model) if causal is None else causal
-    constants = _constants(model, input_ids, attention_mask, embeddings.dtype, causal)
+    causal = not is_bidirectional(model) if causal is None else causal
+    constants = model_inputs(model, input_ids, attention_mask, embeddings.dtype, causal)
     with torch.no_grad():
-        logits = _EmbeddingsToLogits(model, constants, None)(embeddings)
+        logits = EmbeddingsToLogits(model, constants, None)(embeddings)
     if logits.ndim == 2:
         position = None
-    wrapper = _EmbeddingsToLogits(model, constants, position)
+    wrapper = EmbeddingsToLogits(model, constants, position)
     with torch.no_grad():
         explained = wrapper(embeddings)
     if target is None:

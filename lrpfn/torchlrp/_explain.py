@@ -21,10 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import _api
-from .._families import HANDLERS
-from .._handlers import ROUTE, Handler, Step
-from .._ops import padded_convolution
+from ..engine import (
+    HANDLERS,
+    ROUTE,
+    Handler,
+    Step,
+    check_input,
+    lrp as engine_lrp,
+    padded_convolution,
+    prepare,
+)
 from ..errors import InvalidInputError, InvalidRuleError, UnsupportedNodeError
 from ..patterns import Patterns
 from ..rules import PatternAttribution, PatternNet
@@ -78,8 +84,8 @@ def lrp(model: nn.Module, x: Tensor, rule: str, pattern: Any = None) -> Tensor:
     _refuse_batchnorm(model)
     value = _rule_value(model, rule, pattern)
     # every check (trace, handlers, training mode) before anything runs
-    plan = _api.prepare(model, value, torchlrp_handlers(rescaled=rule.startswith("pattern")))
-    _api._check_input(x)
+    plan = prepare(model, value, torchlrp_handlers(rescaled=rule.startswith("pattern")))
+    check_input(x)
     with torch.no_grad():
         output = model(x)
     if not isinstance(output, Tensor) or output.ndim != 2:
@@ -89,7 +95,7 @@ def lrp(model: nn.Module, x: Tensor, rule: str, pattern: Any = None) -> Tensor:
             f"returns {shape}."
         )
     start = F.one_hot(output.argmax(1), output.shape[1]).to(output.dtype)
-    return _api.lrp(plan, x, output_relevance=start)
+    return engine_lrp(plan, x, output_relevance=start)
 
 
 def _rule_value(model: nn.Module, rule: str, pattern: Any) -> Any:

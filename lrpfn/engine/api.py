@@ -1,0 +1,182 @@
+"""The entry points: `lrp`, `relevances` and `prepare`.
+
+Everything is a pure function of its arguments: the model is captured and canonicalized
+into a new graph (or a `Plan` made once by `prepare` is reused); nothing is stored on the
+model, its modules or the rules, and the model's parameters, buffers, hooks, mode and
+`requires_grad` flags are never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..capture import FOLDED, TRACE_LOCK
+from ..errors import InvalidInputError, InvalidRuleError
+from ..ops.handler import Handler
+from .conservation import check_conservation
+from .plan import Plan
+from .prepare import prepare
+from .relevance import (
+    Target,
+    check_input,
+    check_output,
+    initial_relevance,
+    power_of_two_scale,
+    rescaled,
+)
+from .several_targets import walk_each_target
+from .walk import backward, forward
+
+__all__ = ["as_plan", "lrp", "model_output", "prepare", "relevances"]
+
+
+def lrp(
+    model: torch.nn.Module | Plan,
+    x: Tensor,
+    rules: Any = None,
+    target: Target = None,
+    *,
+    output_relevance: Tensor | None = None,
+    handlers: Mapping[Any, Handler] | None = None,
+    pattern: Any = None,
+) -> Tensor:
+    """Explain `model` at `x` with Layer-wise Relevance Propagation.
+
+    Arguments:
+        model: an `nn.Module` (captured with `torch.fx`), a `torch.fx.GraphModule`, or a
+            `Plan` from `lrpfn.prepare` (then `rules` must be None).
+        x: the input batch, a floating tensor.
+        rules: a rule mapping: a rule, a dict of rules keyed by type, name, family,
+            position or predicate, a `Composite`, or a rule key such as "alpha2beta1".
+        target: the class to explain: None (each sample's argmax), an int (a NumPy
+            integer too), a LongTensor, list or NumPy array of shape `(batch,)`, or of
+            shape `(batch, k)` for k classes per sample at once.
+        output_relevance: start from this relevance instead (shape of the model output).
+        handlers: a dispatch table replacing `lrpfn.HANDLERS`.
+        pattern: patterns for TorchLRP's keys, `lrp(model, x, "patternnet", pattern=p)`.
+
+    Returns:
+        The input relevance, shaped like `x` (with a leading axis of size k for targets of
+        shape `(batch, k)`). For conservative rules it sums to the explained logit.
+    """
+    options = (rules, handlers, pattern)
+    result, _ = _explain(model, x, options, target, output_relevance, keep_all=False)
+    return result
+
+
+def relevances(
+    model: torch.nn.Module | Plan,
+    x: Tensor,
+    rules: Any = None,
+    target: Target = None,
+    *,
+    output_relevance: Tensor | None = None,
+    handlers: Mapping[Any, Handler] | None = None,
+    pattern: Any = None,
+) -> dict[str, Tensor]:
+    """The relevance at every graph node, `{fx node name: relevance}` in graph order.
+
+    The input (its placeholder name, e.g. "x") and the output (key "output") are
+    included. A BatchNorm folded into the layer before it shares that layer's relevance.
+    Arguments as in `lrp`.
+    """
+    options = (rules, handlers, pattern)
+    _, recorded = _explain(model, x, options, target, output_relevance, keep_all=True)
+    return recorded
+
+
+def model_output(plan: Plan, x: Tensor) -> Tensor:
+    """The model's output at `x`, computed node by node through the plan's graph.
+
+    The same numbers as calling the model, but a failing op raises `NodeFailedError` naming
+    the node, the op and the likely fix (a channel, dtype, size or device mismatch) instead
+    of a bare error from deep inside the model: what applications built on the engine (the
+    command line, `lrpfn.datasets`) call for the logits they need besides the relevance.
+    """
+    check_input(x)
+    _check_shape(plan, x)
+    with torch.no_grad(), TRACE_LOCK.running():
+        env, output_node = forward(plan, x)
+    return env[output_node]
+
+
+def _explain(model, x, options, target, output_relevance, keep_all, check=True):
+    check_input(x)
+    plan = as_plan(model, *options, example_input=x)
+    _check_shape(plan, x)
+    if plan.compiled is not None and not keep_all:  # prepare(..., compile=True)
+        return plan.compiled.explain(plan, x, target, output_relevance), {}
+    with torch.no_grad(), TRACE_LOCK.running():
+        env, output_node = forward(plan, x)
+        output = env[output_node]
+        check_output(output, x, output_relevance)
+        initial = initial_relevance(output, target, output_relevance)
+        scale = power_of_two_scale(initial, output.ndim)
+        start = rescaled(initial, scale.reciprocal())  # exact: scale is a power of two
+        if initial.ndim == output.ndim + 1:  # several targets per sample
+            result, recorded = walk_each_target(plan, env, output_node, start, keep_all)
+        else:
+            result, recorded = backward(plan, env, output_node, start, keep_all, owned=True)
+        result = rescaled(result, scale)
+        recorded = {name: rescaled(value, scale) for name, value in recorded.items()}
+    if check and output_relevance is None:  # the logit of a target is the reference
+        check_conservation(
+            plan, initial, result, output.ndim,
+            lambda: recorded if keep_all else _explain(
+                plan, x, (None,) * 3, target, output_relevance, keep_all=True, check=False
+            )[1],
+        )  # fmt: skip
+    if keep_all:
+        recorded = _with_aliases(plan, recorded)
+        recorded["output"] = initial
+    return result, recorded
+
+
+def as_plan(
+    model: torch.nn.Module | Plan,
+    rules: Any,
+    handlers: Mapping[Any, Handler] | None,
+    pattern: Any,
+    example_input: Tensor | None = None,
+) -> Plan:
+    """`model` itself if it is a `Plan` (then rules, handlers and pattern must be None),
+    else `prepare(model, rules, handlers, pattern=pattern, example_input=example_input)`."""
+    if isinstance(model, Plan):
+        if rules is not None or handlers is not None or pattern is not None:
+            raise InvalidRuleError(
+                "this Plan already has its rules and handlers; pass rules=None, or prepare "
+                "a new Plan with lrpfn.prepare(model, rules)."
+            )
+        return model
+    if rules is None:
+        raise InvalidRuleError(
+            "no rules given: pass e.g. rules=lrpfn.rules.Epsilon() or a composite such as "
+            "lrpfn.composites.epsilon_plus()."
+        )
+    return prepare(model, rules, handlers, pattern=pattern, example_input=example_input)
+
+
+def _check_shape(plan: Plan, x: Tensor) -> None:
+    if plan.input_shape is not None and tuple(x.shape) != plan.input_shape:
+        raise InvalidInputError(
+            f"this Plan was captured by torch.export at input shape {plan.input_shape} (fx "
+            f"could not trace the model) and holds for that shape only; x has shape "
+            f"{tuple(x.shape)}. Fix: prepare a plan with example_input of this shape, or "
+            "call lrpfn.lrp(model, x), which captures at x's shape."
+        )
+
+
+def _with_aliases(plan: Plan, recorded: dict[str, Any]) -> dict[str, Any]:
+    folded = {
+        node.name: node.meta[FOLDED] for node in plan.module.graph.nodes if FOLDED in node.meta
+    }
+    result = {}
+    for name, value in recorded.items():
+        result[name] = value
+        if name in folded:
+            result[folded[name]] = value
+    return result
