@@ -14,6 +14,7 @@ __all__ = [
     "InvalidRuleError",
     "InvalidTargetError",
     "LRPError",
+    "LowPrecisionWarning",
     "NodeFailedError",
     "TraceError",
     "TrainingModeError",
@@ -65,3 +66,8 @@ class CompileError(LRPError, RuntimeError):
 class ConservationWarning(LRPError, UserWarning):  # noqa: N818 (a warning)
     """A conservative rule set made the relevance sum grow past twice the explained logit
     (`lrpfn.engine.conservation`); the message names the rule set and the nodes where it grew."""
+
+
+class LowPrecisionWarning(LRPError, UserWarning):  # noqa: N818 (a warning)
+    """The input is float16 or bfloat16: the relevance is computed in that precision and
+    differs from float32's by up to a few percent (`lrpfn.lrp` warns once per call)."""

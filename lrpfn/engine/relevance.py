@@ -61,6 +61,15 @@ def rescaled(value: Any, scale: Tensor) -> Any:
         return type(value)(rescaled(item, scale) for item in value)
     if value is None or scale.ndim == 0:
         return value
+    if tuple(value.shape[: scale.ndim]) != tuple(scale.shape):
+        # a node value whose leading axes are not the samples' (a batch merged into another
+        # axis, or a value without one): only a scale common to all samples applies
+        if bool((scale != scale.flatten()[0]).any()):
+            raise ValueError(
+                f"a per-sample scale {tuple(scale.shape)} cannot apply to a value of shape "
+                f"{tuple(value.shape)}; walk with a scale common to the batch."
+            )
+        return value * scale.flatten()[0]
     return value * scale.reshape(scale.shape + (1,) * (value.ndim - scale.ndim))
 
 
