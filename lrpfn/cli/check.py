@@ -32,7 +32,8 @@ def _check(args: argparse.Namespace) -> int:
     model, is_torchvision = load_model(args.model, args.weights, warn=False)
     preprocessing = preprocessing_from(args, is_torchvision)
     try:
-        plan = prepare(model, make_rules(args.rules, preprocessing.mean, preprocessing.std))
+        rules = make_rules(args.rules, preprocessing.mean, preprocessing.std)
+        plan = prepare(model, rules, output=args.output)
     except UnsupportedNodeError as error:
         print(f"{args.model}: not ready to explain.\n{error}")
         return 1

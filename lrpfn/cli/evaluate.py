@@ -47,6 +47,11 @@ def register(commands) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        raise CLIError(
+            "--output is supported by `lrpfn explain` and `lrpfn check`; for evaluate wrap the "
+            "model in a module whose forward returns the output to explain."
+        )
     names = [name.strip() for name in args.rules.split(",") if name.strip()]
     if not names:
         raise CLIError("--rules is empty: name at least one rule key or preset.")

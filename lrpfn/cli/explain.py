@@ -48,7 +48,9 @@ def _explain(args: argparse.Namespace) -> int:
     model, is_torchvision = load_model(args.model, args.weights)
     preprocessing = preprocessing_from(args, is_torchvision)
     plan = prepare(
-        model.to(target_device), make_rules(args.rules, preprocessing.mean, preprocessing.std)
+        model.to(target_device),
+        make_rules(args.rules, preprocessing.mean, preprocessing.std),
+        output=args.output,
     )
     out = Path(args.out)
     bar = tqdm(total=len(files), unit="image", disable=args.quiet or None, file=sys.stderr)

@@ -57,6 +57,11 @@ def register(commands) -> None:
 
 
 def _explain_dataset(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        raise CLIError(
+            "--output is supported by `lrpfn explain` and `lrpfn check`; for explain-dataset wrap the "
+            "model in a module whose forward returns the output to explain."
+        )
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}.")
     if args.threads is not None:

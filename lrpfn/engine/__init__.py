@@ -28,6 +28,7 @@ from .api import as_plan, lrp, model_output, relevances
 from .plan import Plan
 from .prepare import prepare
 from .relevance import (
+    Region,
     Target,
     check_input,
     check_output,
@@ -45,6 +46,7 @@ __all__ = [
     "TRACE_LOCK",
     "Handler",
     "Plan",
+    "Region",
     "Step",
     "Target",
     "as_plan",

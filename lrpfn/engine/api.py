@@ -45,6 +45,7 @@ def lrp(
     output_relevance: Tensor | None = None,
     handlers: Mapping[Any, Handler] | None = None,
     pattern: Any = None,
+    output: str | int | None = None,
 ) -> Tensor:
     """Explain `model` at `x` with Layer-wise Relevance Propagation.
 
@@ -56,16 +57,19 @@ def lrp(
             position or predicate, a `Composite`, or a rule key such as "alpha2beta1".
         target: the class to explain: None (each sample's argmax), an int (a NumPy
             integer too), a LongTensor, list or NumPy array of shape `(batch,)`, or of
-            shape `(batch, k)` for k classes per sample at once.
+            shape `(batch, k)` for k classes per sample at once; for a dense output
+            (segmentation, `(batch, classes, *spatial)`) a `lrpfn.Region(class, mask)`.
         output_relevance: start from this relevance instead (shape of the model output).
         handlers: a dispatch table replacing `lrpfn.HANDLERS`.
         pattern: patterns for TorchLRP's keys, `lrp(model, x, "patternnet", pattern=p)`.
+        output: the key or index of the output to explain where the model returns a
+            mapping or tuple (`output="out"` for torchvision's segmentation models).
 
     Returns:
         The input relevance, shaped like `x` (with a leading axis of size k for targets of
         shape `(batch, k)`). For conservative rules it sums to the explained logit.
     """
-    options = (rules, handlers, pattern)
+    options = (rules, handlers, pattern, output)
     result, _ = _explain(model, x, options, target, output_relevance, keep_all=False)
     return result
 
@@ -79,6 +83,7 @@ def relevances(
     output_relevance: Tensor | None = None,
     handlers: Mapping[Any, Handler] | None = None,
     pattern: Any = None,
+    output: str | int | None = None,
 ) -> dict[str, Tensor]:
     """The relevance at every graph node, `{fx node name: relevance}` in graph order.
 
@@ -86,7 +91,7 @@ def relevances(
     included. A BatchNorm folded into the layer before it shares that layer's relevance.
     Arguments as in `lrp`.
     """
-    options = (rules, handlers, pattern)
+    options = (rules, handlers, pattern, output)
     _, recorded = _explain(model, x, options, target, output_relevance, keep_all=True)
     return recorded
 
@@ -141,7 +146,7 @@ def _explain(model, x, options, target, output_relevance, keep_all, check=True):
         check_conservation(
             plan, initial, result, output.ndim,
             lambda: recorded if keep_all else _explain(
-                plan, x, (None,) * 3, target, output_relevance, keep_all=True, check=False
+                plan, x, (None,) * 4, target, output_relevance, keep_all=True, check=False
             )[1],
         )  # fmt: skip
     if keep_all:
@@ -155,15 +160,17 @@ def as_plan(
     rules: Any,
     handlers: Mapping[Any, Handler] | None,
     pattern: Any,
+    output: str | int | None = None,
     example_input: Tensor | None = None,
 ) -> Plan:
-    """`model` itself if it is a `Plan` (then rules, handlers and pattern must be None),
-    else `prepare(model, rules, handlers, pattern=pattern, example_input=example_input)`."""
+    """`model` itself if it is a `Plan` (then rules, handlers, pattern and output must be
+    None), else `prepare(model, rules, handlers, pattern=pattern, output=output,
+    example_input=example_input)`."""
     if isinstance(model, Plan):
-        if rules is not None or handlers is not None or pattern is not None:
+        if rules is not None or handlers is not None or pattern is not None or output is not None:
             raise InvalidRuleError(
-                "this Plan already has its rules and handlers; pass rules=None, or prepare "
-                "a new Plan with lrpfn.prepare(model, rules)."
+                "this Plan already has its rules, handlers and output; pass rules=None, or "
+                "prepare a new Plan with lrpfn.prepare(model, rules)."
             )
         return model
     if rules is None:
@@ -171,7 +178,9 @@ def as_plan(
             "no rules given: pass e.g. rules=lrpfn.rules.Epsilon() or a composite such as "
             "lrpfn.composites.epsilon_plus()."
         )
-    return prepare(model, rules, handlers, pattern=pattern, example_input=example_input)
+    return prepare(
+        model, rules, handlers, pattern=pattern, example_input=example_input, output=output
+    )
 
 
 _CONVOLUTION_DIMS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}

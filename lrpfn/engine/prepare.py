@@ -37,6 +37,7 @@ def prepare(
     pattern: Any = None,
     example_input: torch.Tensor | None = None,
     compile: bool | str | Callable = False,
+    output: str | int | None = None,
 ) -> Plan:
     """Capture `model`, canonicalize it, check every node and resolve `rules`.
 
@@ -60,6 +61,9 @@ def prepare(
             minutes); later calls reuse it. Same results as the plain plan;
             `lrpfn.relevances` runs the plain walk. See `lrpfn.engine.compiled` and
             docs/design.md for the measured costs.
+        output: where the model returns a mapping or a tuple, the key or index of the
+            output to explain (`output="out"` for torchvision's segmentation models;
+            without it a mapping's "logits", or its only entry, is chosen).
 
     Raises:
         TraceError: neither `torch.fx` nor `torch.export` captures the model.
@@ -76,7 +80,7 @@ def prepare(
             )
         rules = rule_from_key(rules, pattern=pattern)
     with TRACE_LOCK.tracing():  # fx patches torch.nn.Module process-wide while tracing
-        captured = capture(model, example_input)
+        captured = capture(model, example_input, output)
         gm = canonicalize(captured.module, owned=captured.front_end == "fx")
     data_inputs, positions = data_flow(gm)
     node_handlers, unsupported = {}, []

@@ -91,7 +91,8 @@ def forward(plan: Plan, x: Tensor) -> tuple[dict[fx.Node, Any], fx.Node]:
     if not isinstance(output_node, fx.Node) or not isinstance(env.get(output_node), Tensor):
         raise InvalidInputError(
             "the model must return one tensor (the logits) to be explained; it returns "
-            f"{output_node!r}. Wrap it in a module whose forward returns the output to explain."
+            f"{output_node!r}. Fix: pass output=KEY or output=INDEX to lrpfn.lrp / "
+            "lrpfn.prepare (--output on the command line) to choose the entry to explain."
         )
     return env, output_node
 
