@@ -53,6 +53,9 @@ def register(commands) -> None:
     verb.add_argument("--workers", type=int, default=0, help="data loader processes (0)")
     verb.add_argument("--threads", type=int, help="torch threads per process")
     verb.add_argument("--quiet", action="store_true", help="no progress bar")
+    verb.add_argument(
+        "--overwrite", action="store_true", help="replace a store already at --out (not resume)"
+    )
     verb.set_defaults(run=_explain_dataset)
 
 
@@ -89,6 +92,7 @@ def _explain_dataset(args: argparse.Namespace) -> int:
         model_name=args.model,
         data_name=args.data,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     if _rank() == 0:
         print(

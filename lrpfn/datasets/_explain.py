@@ -81,6 +81,7 @@ def explain(
     model_name: str | None = None,
     data_name: str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Summary:
     """Explain every sample of `dataset` and write the results into the Zarr store `out`.
 
@@ -105,6 +106,8 @@ def explain(
         workers: `DataLoader` worker processes reading the samples.
         model_name, data_name: names recorded in the store (default: the type names).
         progress: show a progress bar (rank 0).
+        overwrite: replace a store written earlier at `out` instead of resuming it (a
+            store without any complete chunk is replaced anyway).
 
     Returns:
         A `Summary` of the run.
@@ -122,7 +125,7 @@ def explain(
     where = _device(device)
     ranks = _shard.join(where)
     names = (model_name or type(model_or_plan).__name__, data_name or type(dataset).__name__)
-    options = (batch_size, relevance_dtype, tuple(nodes), target, workers, progress)
+    options = (batch_size, relevance_dtype, tuple(nodes), target, workers, progress, overwrite)
     try:
         summary = _explain_here(model_or_plan, rules, dataset, out, where, ranks, names, options)
     except BaseException:
@@ -134,12 +137,14 @@ def explain(
 
 def _explain_here(model_or_plan, rules, dataset, out, where, ranks, names, options) -> Summary:
     """This rank's part of `explain`, between joining the run and leaving it."""
-    batch_size, relevance_dtype, nodes, target, workers, progress = options
+    batch_size, relevance_dtype, nodes, target, workers, progress, overwrite = options
     plan = _plan_on(model_or_plan, rules, where)
     start = None
     if ranks.rank == 0:
         settings = (batch_size, relevance_dtype, nodes, target, *names)
-        start = _attempt(lambda: start_run(plan, dataset, out, where, settings, ranks), ranks)
+        start = _attempt(
+            lambda: start_run(plan, dataset, out, where, settings, ranks, overwrite), ranks
+        )
     layout, missing = _started(_shard.share(start, ranks))
     bar = _progress_bar(layout, out, progress and ranks.rank == 0)
     run = RankRun(plan, layout, target, nodes, where, str(out), ranks)
