@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast lint format docs bench bench-quick clean
+.PHONY: venv browser demo test test-fast lint format docs bench bench-quick clean
 
 venv: $(STAMP)
 
@@ -14,14 +14,20 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e ".[vision,timm,text,datasets,dev]"
+	$(PY) -m pip install --quiet -e ".[vision,timm,text,datasets,report,dev]"
 	$(PY) -m pip install --quiet --no-deps zennit-crp==0.6
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
-test: $(STAMP)
+# the report's browser test drives Debian's chromium: installed here when missing and
+# when running as root (otherwise that test fails and names what is missing)
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq chromium; fi
+
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check lrpfn tests examples benchmarks
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 2 -q

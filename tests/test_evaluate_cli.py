@@ -99,6 +99,11 @@ VERB_COMMANDS = {
         "explain-dataset", "--model", "lrpfn.datasets:digits_cnn", "--data", "digits",
         "--rules", "epsilon", "--out", "store.zarr", "--batch-size", "512", "--quiet",
     ],
+    "atlas": [
+        "atlas", "--model", "lrpfn.datasets:digits_cnn", "--data", "digits", "--rules",
+        "epsilon", "--layer", "3", "--out", "atlas.zarr", "--batch-size", "512", "--k", "4",
+        "--references", "2", "--size", "8", "--plot-concepts", "2", "--quiet",
+    ],
 }  # fmt: skip
 
 

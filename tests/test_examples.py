@@ -2,6 +2,7 @@
 builds with `mkdocs build --strict`: none of them can rot unnoticed."""
 
 import gzip
+import json
 import os
 import struct
 import subprocess
@@ -106,6 +107,15 @@ def _imagenet_folder(root: Path) -> None:
         Image.fromarray(pixels).save(folder / f"{synset}_0.JPEG")
 
 
+def test_report_digits(tmp_path):
+    _run("report_digits.py", "--smoke", "--out", "r", cwd=tmp_path)
+    report = json.loads((tmp_path / "r" / "report" / "data" / "report.json").read_text())
+    assert [section["class"] for section in report["spray"]] == [3]
+    assert len(report["samples"]) == 1797 and report["samples"][0]["label_name"] == "digit 0"
+    assert [layer["name"] for layer in report["atlas"]["layers"]] == ["_0", "_3"]
+    assert report["atlas"]["linked"] and report["atlas"]["layers"][1]["references"]
+
+
 @pytest.mark.slow
 def test_explain_vgg_reads_config_ini(tmp_path):
     _imagenet_folder(tmp_path / "imagenet")
@@ -160,3 +170,10 @@ def test_explain_vit_smoke(tmp_path):
     result = _run("explain_vit.py", "--smoke", cwd=tmp_path)
     assert _is_png(tmp_path / "out" / "vit_explanations.png")
     assert "attnlrp(gamma=0.25) and cp_lrp" in result.stdout
+
+
+def test_atlas_digits(tmp_path):
+    result = _run("atlas_digits.py", "--smoke", "--out", "atlas", cwd=tmp_path)
+    assert _is_png(tmp_path / "atlas" / "atlas.png")
+    assert (tmp_path / "atlas" / "atlas.zarr" / "layers" / "3").is_dir()
+    assert "class 9: channels" in result.stdout

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import LRPError
-from . import check, evaluate, explain, explain_dataset, rules
+from . import atlas, check, evaluate, explain, explain_dataset, report, rules
 from ._common import CLIError, check_rule_name, make_rules
 from ._images import Preprocessing, find_images, imagenet_preprocessing
 from ._models import load_model
@@ -57,7 +57,7 @@ __all__ = [
 INTERRUPTED = 130
 """The exit status after Ctrl-C (128 + SIGINT), as shells report it."""
 
-VERBS = (explain, explain_dataset, evaluate, rules, check)
+VERBS = (explain, explain_dataset, atlas, report, evaluate, rules, check)
 """The modules of the subcommands, in the order `lrpfn --help` lists them."""
 
 

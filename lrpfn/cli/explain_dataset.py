@@ -49,6 +49,12 @@ def register(commands) -> None:
         default=[],
         help="also keep this graph node's relevance per channel (repeatable)",
     )
+    verb.add_argument(
+        "--thumbnail",
+        type=int,
+        default=64,
+        help="keep each image input as RGB of at most this many pixels a side (64; 0: none)",
+    )
     verb.add_argument("--device", default="cpu", help="cpu or cuda (one GPU per local rank)")
     verb.add_argument("--workers", type=int, default=0, help="data loader processes (0)")
     verb.add_argument("--threads", type=int, help="torch threads per process")
@@ -72,12 +78,15 @@ def _explain_dataset(args: argparse.Namespace) -> int:
     check_rule_name(args.rules)
     model, is_torchvision = load_model(args.model, args.weights)
     preprocessing = preprocessing_from(args, is_torchvision)
+    normalization = None  # a user's data set: each picture scaled from its min to its max
     if args.data == "digits":
         dataset: Any = Digits()
+        normalization = ((0.0,), (1.0,))  # the digits lie in [0, 1]
     elif ":" in args.data and not _is_folder(args.data):
         dataset = _user_dataset(args.data)
     else:
         dataset = ImageFolder(args.data, preprocessing.load, IMAGE_SUFFIXES)
+        normalization = (preprocessing.mean, preprocessing.std)
     summary = explain(
         model,
         dataset,
@@ -87,6 +96,8 @@ def _explain_dataset(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         relevance_dtype=args.dtype,
         nodes=args.keep_node,
+        thumbnail=args.thumbnail,
+        normalization=normalization,
         device=args.device,
         workers=args.workers,
         model_name=args.model,

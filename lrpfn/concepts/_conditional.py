@@ -24,6 +24,7 @@ from ..engine import (
 )
 from ..errors import InvalidTargetError
 from ._nodes import InvalidConditionError, downstream, resolve_node
+from ._scores import Heads, Neurons
 from ._walk import conditioned_walk, gate_tensors, parse_conditions
 
 __all__ = ["conditional", "importance"]
@@ -65,7 +66,8 @@ def conditional(
         x: the input batch.
         rules: the rule mapping, as in `lrpfn.lrp`.
         conditions: k dicts `{name: channels}`; a name is an fx node name as
-            `lrpfn.relevances` reports it or a module name; channels an int, a list of
+            `lrpfn.relevances` reports it or a module name (or `Neurons(name)`,
+            `Heads(name, heads)`: the concepts of a transformer's last axis); channels an int, a list of
             ints, a LongTensor `(m,)` (the same for every sample) or `(batch, m)` (per
             sample, e.g. from `top(...).channels`).
         target: the class to explain (None: each sample's argmax; an int; `(batch,)`).
@@ -131,9 +133,9 @@ def _run(model, x, rules, handlers, target, conditions, exclude_parallel, stop):
     check_input(x)
     stop_node = resolve_node(plan, stop) if stop is not None else None
     batched = conditions is not None
-    named = _named(plan, conditions or [{}], x.shape[0])
+    named, axes = _named(plan, conditions or [{}], x.shape[0])
     _check_chains(named, exclude_parallel, plan)
-    parsed = parse_conditions(plan, named, exclude_parallel, stop_node, x.device)
+    parsed = parse_conditions(plan, named, exclude_parallel, stop_node, x.device, axes)
     with torch.no_grad(), TRACE_LOCK.running():
         env, output_node = forward(plan, x)
         env[_placeholder(plan)] = x  # the walk's zero result, when no relevance reaches x
@@ -168,8 +170,9 @@ def _placeholder(plan: Plan) -> fx.Node:
     return next(node for node in plan.module.graph.nodes if node.op == "placeholder")
 
 
-def _named(plan: Plan, conditions, batch: int) -> list[dict[fx.Node, Tensor]]:
-    named = []
+def _named(plan: Plan, conditions, batch: int) -> tuple[list[dict[fx.Node, Tensor]], dict]:
+    """Each condition keyed by node; and the nodes conditioned on `Neurons`/`Heads`."""
+    named, axes = [], {}
     for position, condition in enumerate(conditions):
         if not isinstance(condition, Mapping):
             raise InvalidConditionError(
@@ -177,15 +180,18 @@ def _named(plan: Plan, conditions, batch: int) -> list[dict[fx.Node, Tensor]]:
                 "{node name: channels}."
             )
         resolved: dict[fx.Node, Tensor] = {}
-        for name, channels in condition.items():
+        for key, channels in condition.items():
+            name = key.name if isinstance(key, (Neurons, Heads)) else key
             node = resolve_node(plan, name)
+            if isinstance(key, (Neurons, Heads)):
+                axes[node.name] = key
             if node in resolved:
                 raise InvalidConditionError(
                     f"condition {position} names node {node.name!r} twice (as {name!r})."
                 )
             resolved[node] = _channel_index(channels, batch, f"condition {position}, {name!r}")
         named.append(resolved)
-    return named
+    return named, axes
 
 
 def _channel_index(channels: Any, batch: int, where: str) -> Tensor:

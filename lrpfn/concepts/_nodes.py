@@ -57,13 +57,16 @@ def _calls(nodes: list[fx.Node], name: str) -> dict[str, list[fx.Node]]:
     """The nodes created by each call of module `name`, keyed by call.
 
     fx records the modules whose forward created a node (`nn_module_stack`, keys such as
-    "layer4.1" and "layer4.1.relu@1" for a second call); without that record, each node
+    "layer4.1" and "layer4.1.relu@1" for a second call; torch.export records the module's
+    path in the value); without that record, each node
     lowered from a module of that name counts as one call.
     """
     calls: dict[str, list[fx.Node]] = {}
     for node in nodes:
-        for key in node.meta.get("nn_module_stack") or {}:
-            if key.split("@")[0] == name:
+        for key, value in (node.meta.get("nn_module_stack") or {}).items():
+            # torch.export keys a call "L__self__<path>" and records (path, type) as value
+            path = value[0] if isinstance(value, tuple) and value else key
+            if key.split("@")[0] == name or path == name:
                 calls.setdefault(key, []).append(node)
     if not calls:
         for node in nodes:

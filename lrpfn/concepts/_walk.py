@@ -17,7 +17,7 @@ so the forward pass is shared and the part of the walk above the first condition
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -26,6 +26,7 @@ from torch import Tensor, fx
 
 from ..engine import Handler, Plan, Step, backward
 from ._nodes import InvalidConditionError, downstream
+from ._scores import Heads, Neurons
 
 __all__ = ["Conditions", "conditioned_walk", "parse_conditions"]
 
@@ -43,6 +44,8 @@ class Conditions:
         largest: per node name, the largest channel index any condition lists.
         gates: per `(node, input position)` whose contribution bypasses a conditioned node:
             `DROP`, or a `(k,)` tensor of 0 (drop) and 1 (keep) per condition.
+        axes: per node name conditioned on transformer concepts, its `Neurons` or `Heads`
+            (the concepts on the last axis); absent: the channels of axis 1.
     """
 
     nodes: tuple[fx.Node, ...]
@@ -50,6 +53,7 @@ class Conditions:
     free: Mapping[str, Tensor]
     largest: Mapping[str, int]
     gates: Mapping[tuple[fx.Node, int], Any]
+    axes: Mapping[str, Neurons | Heads] = field(default_factory=dict)
 
 
 def parse_conditions(
@@ -58,6 +62,7 @@ def parse_conditions(
     exclude_parallel: bool,
     stop: fx.Node | None,
     device: torch.device,
+    axes: Mapping[str, Neurons | Heads] | None = None,
 ) -> Conditions:
     """Pad each node's channel lists into one tensor and work out the edge gates.
 
@@ -100,7 +105,7 @@ def parse_conditions(
             gates[edge] = DROP
         elif not all(keep):
             gates[edge] = torch.tensor(keep, device=device)
-    return Conditions(nodes, index, free, largest, gates)
+    return Conditions(nodes, index, free, largest, gates, MappingProxyType(dict(axes or {})))
 
 
 def conditioned_walk(
@@ -132,7 +137,13 @@ def conditioned_walk(
         for node in touched:
             mask = None
             if node in nodes:
-                mask = _Mask(node, index[node.name], free[node.name], conditions.largest[node.name])
+                mask = _Mask(
+                    node,
+                    index[node.name],
+                    free[node.name],
+                    conditions.largest[node.name],
+                    conditions.axes.get(node.name),
+                )
             node_gates = {
                 position: gates[f"{node.name}/{position}"] if gate is not DROP else DROP
                 for position, gate in gated.get(node, {}).items()
@@ -166,12 +177,14 @@ def gate_tensors(conditions: Conditions) -> dict[str, Tensor]:
 
 @dataclass(frozen=True)
 class _Mask:
-    """Keeps the relevance of the listed channels (axis 1) of `node`'s output."""
+    """Keeps the relevance of the listed concepts of `node`'s output: channels of axis 1,
+    or with `axis` (`Neurons`, `Heads`) neurons or heads of the last axis."""
 
     node: fx.Node
     index: Tensor  # (batch or 1, m), -1 pads
     free: Tensor  # 0-d: 1 keeps every channel (the condition does not name the node)
     largest: int
+    axis: Neurons | Heads | None = None
 
     def __call__(self, relevance: Any) -> Tensor:
         if not isinstance(relevance, Tensor) or relevance.ndim < 2:
@@ -181,16 +194,30 @@ class _Mask:
                 "axis 1 to condition on. Fix: condition on a node with output (batch, "
                 "channels, ...)."
             )
-        channels = relevance.shape[1]
+        channels = relevance.shape[1] if self.axis is None else relevance.shape[-1]
+        if isinstance(self.axis, Heads):
+            if channels % self.axis.heads:
+                raise InvalidConditionError(
+                    f"node {self.node.name!r} has {channels} features, not a multiple of "
+                    f"heads={self.axis.heads}."
+                )
+            channels = self.axis.heads
         if self.largest >= channels:
+            what = "channel" if self.axis is None else self.axis.kind
             raise InvalidConditionError(
-                f"a condition lists channel {self.largest} of node {self.node.name!r}, which has "
-                f"{channels} channels (valid: 0..{channels - 1})."
+                f"a condition lists {what} {self.largest} of node {self.node.name!r}, which has "
+                f"{channels} {what}s (valid: 0..{channels - 1})."
             )
         every = torch.arange(channels, device=self.index.device)
         member = (self.index.unsqueeze(-1) == every).any(dim=-2).to(relevance.dtype)
         mask = torch.maximum(member, self.free.to(relevance.dtype))
-        return relevance * mask.reshape(mask.shape + (1,) * (relevance.ndim - 2))
+        if self.axis is None:
+            return relevance * mask.reshape(mask.shape + (1,) * (relevance.ndim - 2))
+        if isinstance(self.axis, Heads):  # each head's mask over its features
+            mask = mask.repeat_interleave(relevance.shape[-1] // channels, dim=-1)
+        return relevance * mask.reshape(
+            mask.shape[:1] + (1,) * (relevance.ndim - 2) + mask.shape[1:]
+        )
 
 
 def _wrap(handler: Handler, mask: _Mask | None, gates: Mapping[int, Any], captured) -> Handler:

@@ -25,7 +25,10 @@ _EPOCHS = 8
 
 class Digits(torch.utils.data.Dataset):
     """The 1,797 digits of `sklearn.datasets.load_digits`, items `(x, label)`: `x` of shape
-    `(1, 8, 8)`, float32, the 17 grey levels 0..16 scaled to [0, 1]."""
+    `(1, 8, 8)`, float32, the 17 grey levels 0..16 scaled to [0, 1]; `classes` names the
+    labels 0..9 ("0".."9")."""
+
+    classes = tuple(str(digit) for digit in range(10))
 
     def __init__(self) -> None:
         from sklearn.datasets import load_digits

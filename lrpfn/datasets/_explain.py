@@ -34,6 +34,7 @@ from ._errors import DatasetError
 from ._run import DTYPES, RankRun
 from ._samples import InvalidSample, source_of
 from ._setup import start_run
+from ._thumbnails import Normalization
 
 __all__ = ["Summary", "explain"]
 
@@ -76,6 +77,8 @@ def explain(
     batch_size: int = 64,
     relevance_dtype: Literal["float16", "float32"] = "float32",
     nodes: Sequence[str] = (),
+    thumbnail: int | None = 64,
+    normalization: Normalization | None = None,
     device: str | torch.device = "cpu",
     workers: int = 0,
     model_name: str | None = None,
@@ -102,6 +105,12 @@ def explain(
             exceeds float16's range).
         nodes: graph node names (as `lrpfn.relevances` keys them) whose relevance is
             kept per channel (summed over the axes after the channel axis).
+        thumbnail: image inputs `(1 or 3, H, W)` are also kept as uint8 RGB pictures of
+            at most this many pixels a side (the `inputs` array, for `lrpfn report`);
+            None or 0: not kept.
+        normalization: `(mean, std)` per channel the inputs were normalised with, to turn
+            them back into pixels for the pictures; None: each picture is scaled from its
+            sample's minimum to its maximum.
         device: "cpu" or "cuda" (under torchrun, rank r uses `cuda:LOCAL_RANK`).
         workers: `DataLoader` worker processes reading the samples.
         model_name, data_name: names recorded in the store (default: the type names).
@@ -125,7 +134,19 @@ def explain(
     where = _device(device)
     ranks = _shard.join(where)
     names = (model_name or type(model_or_plan).__name__, data_name or type(dataset).__name__)
-    options = (batch_size, relevance_dtype, tuple(nodes), target, workers, progress, overwrite)
+    if normalization is not None:
+        normalization = tuple(tuple(float(v) for v in part) for part in normalization)
+    pictures = (thumbnail, normalization)
+    options = (
+        batch_size,
+        relevance_dtype,
+        tuple(nodes),
+        target,
+        pictures,
+        workers,
+        progress,
+        overwrite,
+    )
     try:
         summary = _explain_here(model_or_plan, rules, dataset, out, where, ranks, names, options)
     except BaseException:
@@ -137,17 +158,17 @@ def explain(
 
 def _explain_here(model_or_plan, rules, dataset, out, where, ranks, names, options) -> Summary:
     """This rank's part of `explain`, between joining the run and leaving it."""
-    batch_size, relevance_dtype, nodes, target, workers, progress, overwrite = options
+    batch_size, relevance_dtype, nodes, target, pictures, workers, progress, overwrite = options
     plan = _plan_on(model_or_plan, rules, where)
     start = None
     if ranks.rank == 0:
-        settings = (batch_size, relevance_dtype, nodes, target, *names)
+        settings = (batch_size, relevance_dtype, nodes, target, *pictures, *names)
         start = _attempt(
             lambda: start_run(plan, dataset, out, where, settings, ranks, overwrite), ranks
         )
     layout, missing = _started(_shard.share(start, ranks))
     bar = _progress_bar(layout, out, progress and ranks.rank == 0)
-    run = RankRun(plan, layout, target, nodes, where, str(out), ranks)
+    run = RankRun(plan, layout, target, nodes, where, str(out), ranks, pictures[1])
     report = run.chunks(dataset, _shard.shard(missing, ranks), workers, bar)
     reports = _shard.gather(report, ranks)
     if bar is not None:

@@ -21,7 +21,8 @@ from torch import Tensor
 from ..engine import lrp, model_output, relevances
 from . import _store
 from ._errors import DatasetError
-from ._samples import Batch, InvalidSample, batches
+from ._samples import Batch, InvalidSample, batches, source_of
+from ._thumbnails import thumbnails
 
 __all__ = ["DTYPES", "KILL_HOOK", "RankRun", "report_invalid"]
 
@@ -32,10 +33,11 @@ DTYPES = {"float16": np.float16, "float32": np.float32}
 class RankRun:
     """One rank's work: explain its chunks, write them, report."""
 
-    def __init__(self, plan, layout, target, nodes, device, out, ranks) -> None:
+    def __init__(self, plan, layout, target, nodes, device, out, ranks, normalization) -> None:
         import zarr
 
         self.plan, self.layout, self.target, self.nodes = plan, layout, target, tuple(nodes)
+        self.normalization = normalization
         self.device, self.out, self.ranks = device, out, ranks
         group = zarr.open_group(out, mode="r+")
         self.arrays = {name: group[name] for name in [*layout.arrays(), "complete"]}
@@ -51,7 +53,7 @@ class RankRun:
             for sample in batch.invalid:
                 report_invalid(sample, bar)
             invalid.extend(batch.invalid)
-            blocks = self._blocks(batch)
+            blocks = self._blocks(batch, dataset)
             written = time.perf_counter()
             _store.write_chunk(self.arrays, self.layout, batch.chunk, blocks)
             kill_hook(self.ranks, count)
@@ -69,16 +71,21 @@ class RankRun:
             "invalid": invalid,
         }
 
-    def _blocks(self, batch: Batch) -> dict[str, np.ndarray]:
+    def _blocks(self, batch: Batch, dataset) -> dict[str, np.ndarray]:
         start, stop = self.layout.bounds(batch.chunk)
         blocks = {
-            name: np.full((stop - start, *shape[1:]), fill, dtype=dtype)
+            name: np.full(
+                (stop - start, *shape[1:]), fill, dtype=object if dtype == "str" else dtype
+            )
             for name, (shape, dtype, fill) in self.layout.arrays().items()
         }
         blocks["label"][:] = batch.label.numpy()
+        blocks["path"][:] = [source_of(dataset, index) or "" for index in range(start, stop)]
         if batch.x is None:
             return blocks
         rows = batch.rows.numpy()
+        if self.layout.thumbnail is not None:
+            blocks["inputs"][rows] = thumbnails(batch.x, self.layout.thumbnail, self.normalization)
         results = self._explain(batch.x.to(self.device), batch.label[batch.rows])
         for name, values in results.items():
             blocks[name][rows] = values

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Batch", "Guarded", "InvalidSample", "batches", "source_of"]
+__all__ = ["Batch", "Guarded", "InvalidSample", "batches", "class_names_of", "source_of"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,13 +44,28 @@ class Batch:
 
 def source_of(dataset: Any, index: int) -> str | None:
     """The file behind `dataset[index]`: `dataset.source(index)` if the data set has that
-    method, else torchvision's `dataset.samples[index][0]`, else None."""
+    method, else torchvision's `dataset.samples[index][0]`, else None; a
+    `torch.utils.data.Subset` asks the data set it is taken from."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        return source_of(dataset.dataset, int(dataset.indices[index]))
     if callable(getattr(dataset, "source", None)):
         return str(dataset.source(index))
     samples = getattr(dataset, "samples", None)
     if isinstance(samples, Sequence) and 0 <= index < len(samples):
         entry = samples[index]
         return str(entry[0] if isinstance(entry, (tuple, list)) else entry)
+    return None
+
+
+def class_names_of(dataset: Any) -> list[str] | None:
+    """The names of the classes, `dataset.classes` (as torchvision's data sets and
+    `lrpfn.datasets.ImageFolder` have them; a `Subset` asks the data set it is taken from),
+    or None where the data set has no list of names."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        return class_names_of(dataset.dataset)
+    names = getattr(dataset, "classes", None)
+    if isinstance(names, Sequence) and not isinstance(names, str):
+        return [str(name) for name in names]
     return None
 
 

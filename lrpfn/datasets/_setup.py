@@ -19,7 +19,8 @@ from .._version import __version__
 from ..engine import Plan, lrp, model_output, relevances
 from . import _store
 from ._errors import DatasetError
-from ._samples import Guarded, source_of
+from ._samples import Guarded, class_names_of, source_of
+from ._thumbnails import thumbnail_size
 
 __all__ = ["start_run"]
 
@@ -31,7 +32,7 @@ def start_run(
 ) -> tuple[_store.Layout, list[int]]:
     """Rank 0: probe the shapes, create or check the store; the layout and the chunks
     still missing."""
-    batch_size, dtype, nodes, target, model, data = settings
+    batch_size, dtype, nodes, target, thumbnail, normalization, model, data = settings
     x, label = _probe(dataset)
     x = x[None].to(device)
     logits = model_output(plan, x)
@@ -41,8 +42,15 @@ def start_run(
         )
     _check_target(plan, x, logits, target, label)  # everything checked before a store exists
     channels = _node_channels(plan, x, nodes) if nodes else {}
+    input_shape = tuple(x.shape[1:])
     layout = _store.Layout(
-        len(dataset), batch_size, tuple(x.shape[1:]), logits.shape[1], dtype, channels
+        len(dataset),
+        batch_size,
+        input_shape,
+        logits.shape[1],
+        dtype,
+        channels,
+        thumbnail_size(input_shape, thumbnail),
     )
     fields = {
         "model": model,
@@ -56,10 +64,17 @@ def start_run(
         "relevance_dtype": dtype,
         "target": "prediction" if target is None else target,
         "nodes": channels,
+        "thumbnail": layout.thumbnail,
+        "normalization": normalization,
         "lrpfn": __version__,
         "torch": torch.__version__,
     }
-    provenance = {"created": _store.now(), "world_size": ranks.world, "runs": []}
+    provenance = {
+        "created": _store.now(),
+        "world_size": ranks.world,
+        "runs": [],
+        "class_names": class_names_of(dataset),
+    }
     return layout, _store.create_or_check(out, layout, fields, provenance, overwrite)
 
 

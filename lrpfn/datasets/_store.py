@@ -11,6 +11,8 @@ by `batch_size` rows along its first axis, so one batch of the run is one chunk 
 | `ratio` | `(N,)` | float32, `sum(relevance) / logits[target]` | NaN |
 | `label` | `(N,)` | int64, the data set's label (-1 if none) | -1 |
 | `valid` | `(N,)` | bool | False |
+| `path` | `(N,)` | variable-length string: the sample's file (ImageFolder), "" where none | "" |
+| `inputs` | `(N, h, w, 3)` | uint8, the input as RGB pixels, shrunk to at most `thumbnail` pixels a side (only for inputs `(1 or 3, H, W)`) | 0 |
 | `nodes/<name>` | `(N, channels)` | float32, relevance of node `<name>` summed over all axes after the channel axis | NaN |
 | `complete` | `(chunks,)` | bool, chunk `k` is whole | |
 
@@ -20,8 +22,10 @@ chunk `k` is whole. A run that dies between leaves `complete[k]` unset, so the n
 writes chunk `k` again, entirely.
 
 The group's attributes hold, under "lrpfn", the run's `settings` (compared before a
-resumed run writes anything: a store written with other settings is refused) and its
-provenance (dates, world size, timing, the invalid rows).
+resumed run writes anything: a store written with other settings is refused), its
+provenance (dates, world size, timing, the invalid rows) and `class_names`: the data
+set's class names (`dataset.classes`), so that `class_names[label]` names a label, or
+null where the data set has none.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class Layout:
         classes: the width of the model's output.
         relevance_dtype: "float16" or "float32".
         nodes: `{node name: channels}` for the intermediate relevance kept.
+        thumbnail: `(h, w)` of the `inputs` array, or None for no such array.
     """
 
     rows: int
@@ -72,6 +77,7 @@ class Layout:
     classes: int
     relevance_dtype: str
     nodes: Mapping[str, int]
+    thumbnail: tuple[int, int] | None = None
 
     @property
     def chunks(self) -> int:
@@ -92,7 +98,10 @@ class Layout:
             "ratio": ((n,), "float32", np.nan),
             "label": ((n,), "int64", _INTEGER_FILL),
             "valid": ((n,), "bool", False),
+            "path": ((n,), "str", ""),
         }
+        if self.thumbnail is not None:
+            arrays["inputs"] = ((n, *self.thumbnail, 3), "uint8", 0)
         for name, channels in self.nodes.items():
             arrays[f"nodes/{name}"] = ((n, channels), "float32", np.nan)
         return arrays
@@ -138,7 +147,7 @@ def create_or_check(
             name,
             shape=shape,
             chunks=chunks,
-            dtype=dtype,
+            dtype=str if dtype == "str" else dtype,
             fill_value=fill,
             dimension_names=_dimension_names(name, len(shape)),
         )
@@ -161,6 +170,8 @@ def _dimension_names(name: str, ndim: int) -> tuple[str, ...]:
         return ("sample", *known.get(ndim, tuple(f"axis_{i}" for i in range(1, ndim))))
     if name == "logits":
         return ("sample", "class")
+    if name == "inputs":
+        return ("sample", "y", "x", "rgb")
     if name.startswith("nodes/"):
         return ("sample", f"{name[len('nodes/') :]}_channel")
     return ("sample",)
