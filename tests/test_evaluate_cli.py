@@ -104,6 +104,7 @@ VERB_COMMANDS = {
         "epsilon", "--layer", "3", "--out", "atlas.zarr", "--batch-size", "512", "--k", "4",
         "--references", "2", "--size", "8", "--plot-concepts", "2", "--quiet",
     ],
+    "report": ["report", "store.zarr", "--out", "site", "--no-spray"],  # the store: see below
 }  # fmt: skip
 
 
@@ -116,6 +117,8 @@ def test_every_verb_ends_quietly_when_stdout_is_a_closed_pipe(
     the output fails only when flushed at the end; unbuffered, at the first write."""
     assert set(VERB_COMMANDS) == {module.__name__.rsplit(".", 1)[1] for module in VERBS}
     monkeypatch.chdir(tmp_path)
+    if verb == "report":  # the report reads a store: written first, with stdout intact
+        assert main(VERB_COMMANDS["explain_dataset"]) == 0
     reader, writer = os.pipe()
     os.close(reader)
     closed = open(writer, "w", buffering=-1 if buffered else 1)  # noqa: SIM115
