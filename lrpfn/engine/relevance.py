@@ -129,8 +129,8 @@ def initial_relevance(output: Tensor, target: Target, output_relevance: Tensor |
     if output.ndim != 2:
         raise InvalidTargetError(
             f"target= needs a model output of shape (batch, classes), got {tuple(output.shape)}. "
-            "Fix: for a dense output pass target=lrpfn.Region(class, mask), or pass "
-            "output_relevance= of the output's shape."
+            "Fix: pass output_relevance= of the output's shape, or for a dense output "
+            "(segmentation) target=lrpfn.Region(class, mask)."
         )
     batch, classes = output.shape
     index = _target_index(target, output, batch, classes)
