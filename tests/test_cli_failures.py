@@ -199,3 +199,17 @@ def test_readme_and_the_coverage_page_count_the_same_torchvision_models():
 def test_the_package_declares_its_type_hints():
     assert (Path(lrpfn.__file__).parent / "py.typed").is_file()
     assert 'lrpfn = ["py.typed"]' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_explain_writes_a_figure_with_any_matplotlib_colormap(workspace):
+    result = lrpfn_script(
+        "explain", "--model", "mymodel.py:make_net", "--input", "imgs", "--out", "o",
+        "--figure", "--cmap", "RdBu_r", "--percentile", "99", "--quiet", cwd=workspace,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (workspace / "o" / "a_figure.png").is_file() and (workspace / "o" / "a.png").is_file()
+    bad = lrpfn_script(
+        "explain", "--model", "mymodel.py:make_net", "--input", "imgs", "--out", "o",
+        "--cmap", "no_such_colormap", cwd=workspace,
+    )  # fmt: skip
+    assert "unknown colormap 'no_such_colormap'" in one_line(bad)
