@@ -34,7 +34,9 @@ def register(commands) -> None:
     verb.add_argument("--out", required=True, help="folder for aopc.csv and curves.png")
     verb.add_argument("--target", type=int, help="class to explain (default: the prediction)")
     verb.add_argument("--patch", type=int, default=16, help="patch size in pixels (16)")
-    verb.add_argument("--steps", type=int, default=20, help="patches perturbed (20)")
+    verb.add_argument(
+        "--steps", type=int, help="patches perturbed (default: 20, or every patch if fewer)"
+    )
     verb.add_argument(
         "--perturbation",
         default="uniform",
@@ -43,6 +45,7 @@ def register(commands) -> None:
     verb.add_argument("--seed", type=int, default=0, help="seed of the noise and random order")
     verb.add_argument("--batch-size", type=int, default=64, help="images per forward pass (64)")
     verb.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    verb.add_argument("--quiet", action="store_true", help="no progress bar")
     verb.set_defaults(run=_evaluate)
 
 
@@ -58,7 +61,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     for name in names:
         check_rule_name(name)
     perturbation = _perturbation(args.perturbation)
-    if args.batch_size < 1 or args.patch < 1 or args.steps < 1:
+    if args.batch_size < 1 or args.patch < 1 or (args.steps is not None and args.steps < 1):
         raise CLIError("--batch-size, --patch and --steps must be at least 1.")
     root, files = find_images(args.input)
     target_device = device(args.device)
@@ -66,6 +69,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     preprocessing = preprocessing_from(args, is_torchvision)
     x = _stack([preprocessing.load(path) for path in files], files).to(target_device)
     patches = math.ceil(x.shape[-2] / args.patch) * math.ceil(x.shape[-1] / args.patch)
+    if args.steps is None:
+        args.steps = min(20, patches)
     if args.steps > patches:
         raise CLIError(
             f"--steps {args.steps} is more than the {patches} patch(es) of {args.patch} pixels "
@@ -77,13 +82,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     comparison = evaluate.compare(
         model, x, methods, args.target, patch=args.patch, steps=args.steps,
         perturbation=perturbation, seed=args.seed,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, progress=not args.quiet,
     )  # fmt: skip
     out = Path(args.out)
     table = comparison.to_csv(out / "aopc.csv")
     figure = out / "curves.png"
     evaluate.plot_curves(
-        comparison, figure, title=f"{args.model} on {len(files)} image(s) of {root}"
+        comparison,
+        figure,
+        title=f"{args.model} on {len(files)} image(s) of {root}: patches of {args.patch} px, "
+        f"{args.steps} steps, perturbation {args.perturbation}",
     )
     print(comparison)
     print(f"wrote {table} and {figure}")
