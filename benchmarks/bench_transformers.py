@@ -17,6 +17,8 @@ modules, about 150 MiB of resident memory) that is not memory of the explanation
     python benchmarks/bench_transformers.py --quick    # small sizes, a few seconds
     python benchmarks/bench_transformers.py --models "llama-style decoder" --repeats 7
     python benchmarks/bench_transformers.py --device cuda
+    python benchmarks/bench_transformers.py --language-model [--large]   # Hugging Face
+        # Llama: generation explained, explain on a prepared model (benchmarks/language_model.py)
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import common
+import language_model
 
 import lrpfn
 from lrpfn import composites
@@ -133,8 +136,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--models", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument(
+        "--language-model", action="store_true", help="the Hugging Face Llama tables instead"
+    )
+    parser.add_argument("--large", action="store_true", help="with --language-model: 1.1B too")
     args = parser.parse_args(argv)
     common.configure_threads(args.threads)
+    if args.language_model:
+        print(common.machine_description(args.device, args.threads))
+        print(f"revision {common.revision()}, {common.today()}\n", flush=True)
+        memory = not args.no_memory
+        language_model.run(args.device, args.repeats, memory, args.quick, args.large)
+        return
     config = QUICK if args.quick else FULL
     rows = measure(config, args.device, args.repeats, not args.no_memory, tuple(args.models))
     print(common.machine_description(args.device, args.threads))

@@ -120,6 +120,8 @@ def is_additive(name: str) -> bool:
     the constant inputs of transformers (class and register tokens, position embeddings,
     attention and relative-position biases)."""
     leaf = name.rsplit(".", 1)[-1]
+    if leaf.startswith(("bias_ih", "bias_hh")):  # recurrent layers: bias_ih_l0, ...
+        return True
     return leaf in ("bias", "beta", "running_mean") or any(part in leaf for part in _ADDITIVE)
 
 

@@ -15,10 +15,13 @@ __all__ = [
     "InvalidTargetError",
     "LRPError",
     "LowPrecisionWarning",
+    "ModelMismatchError",
     "NodeFailedError",
+    "NonFiniteOutputError",
     "TraceError",
     "TrainingModeError",
     "UnassignedRuleError",
+    "UnsupportedModelError",
     "UnsupportedNodeError",
 ]
 
@@ -71,3 +74,18 @@ class ConservationWarning(LRPError, UserWarning):  # noqa: N818 (a warning)
 class LowPrecisionWarning(LRPError, UserWarning):  # noqa: N818 (a warning)
     """The input is float16 or bfloat16: the relevance is computed in that precision and
     differs from float32's by up to a few percent (`lrpfn.lrp` warns once per call)."""
+
+
+class ModelMismatchError(LRPError, RuntimeError):
+    """The output lrpfn explains differs from the model's own output for the same input
+    (e.g. a language model's logit computed with another attention mask than the model's)."""
+
+
+class NonFiniteOutputError(LRPError, FloatingPointError):
+    """The model's own output is NaN or infinite for the given input, so nothing can be
+    explained."""
+
+
+class UnsupportedModelError(LRPError, NotImplementedError):
+    """A model family, or a part of one (an attention kind, a cache), that lrpfn cannot
+    explain yet; the message names the family, the missing piece and the way out."""

@@ -166,6 +166,14 @@ def test_explain_text_smoke(tmp_path):
     assert "<span" in (tmp_path / "out" / "explanation.html").read_text()
 
 
+def test_explain_generation_smoke(tmp_path):
+    pytest.importorskip("transformers", reason="transformers is the [text] extra")
+    result = _run("explain_generation.py", "--smoke", "--max-new-tokens", "3", cwd=tmp_path)
+    assert "3 generated tokens explained" in result.stdout and "\x1b[48;2;" in result.stdout
+    assert "const DATA = " in (tmp_path / "out" / "generation.html").read_text()
+    assert _is_png(tmp_path / "out" / "generation.png")
+
+
 def test_explain_vit_smoke(tmp_path):
     result = _run("explain_vit.py", "--smoke", cwd=tmp_path)
     assert _is_png(tmp_path / "out" / "vit_explanations.png")
@@ -177,3 +185,9 @@ def test_atlas_digits(tmp_path):
     assert _is_png(tmp_path / "atlas" / "atlas.png")
     assert (tmp_path / "atlas" / "atlas.zarr" / "layers" / "3").is_dir()
     assert "class 9: channels" in result.stdout
+
+
+def test_explain_lstm(tmp_path):
+    result = _run("explain_lstm.py", "--smoke", cwd=tmp_path)
+    assert _is_png(tmp_path / "out" / "lstm_tokens.png")
+    assert "test accuracy:" in result.stdout and "share of |relevance| on the key" in result.stdout

@@ -55,6 +55,8 @@ from ._presets import (
     epsilon_plus,
     epsilon_plus_flat,
     key_composite,
+    lstm_lrp,
+    mamba_lrp,
 )
 from ._resolve import as_composite, node_infos, resolve
 
@@ -88,6 +90,8 @@ __all__ = [
     "epsilon_plus_flat",
     "family_of",
     "key_composite",
+    "lstm_lrp",
+    "mamba_lrp",
     "node_infos",
     "resolve",
 ]

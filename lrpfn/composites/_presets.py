@@ -48,6 +48,8 @@ __all__ = [
     "epsilon_plus",
     "epsilon_plus_flat",
     "key_composite",
+    "lstm_lrp",
+    "mamba_lrp",
 ]
 
 
@@ -188,6 +190,55 @@ def cp_lrp(epsilon: float = 1e-6, gamma: float | None = None) -> Composite:
     )
 
 
+def lstm_lrp(epsilon: float = 1e-3, equal_split: bool = False) -> Composite:
+    r"""LRP for recurrent networks (Arras et al. 2017, WASSA; Arras et al. 2019, BlackboxNLP).
+
+    Epsilon on the linear maps (the gate pre-activations $z_k = W_k [x_t; h_{t-1}] + b_k$,
+    dense and convolution layers), on sums (the cell update $c_t = f c_{t-1} + i g$ and the
+    GRU's $h_t = (1 - u) n + u h_{t-1}$ split in proportion to their terms) and on pooling;
+    a gate x signal product gives all relevance to the signal (`rules.SignalTakesAll`) or,
+    with `equal_split`, half to each (`rules.EqualSplit`); tanh and sigmoid pass relevance.
+
+    Arguments:
+        epsilon: the stabilizer of every epsilon rule (default 1e-3, the papers' value).
+        equal_split: half of a product's relevance to the gate (default: none).
+    """
+    product = EqualSplit() if equal_split else SignalTakesAll()
+    return Composite(
+        (
+            (DENSE, Epsilon(epsilon)),
+            (CONVOLUTION, Epsilon(epsilon)),
+            *_base(epsilon).items(),
+            (PRODUCT, product),
+        )
+    )
+
+
+def mamba_lrp(epsilon: float = 1e-6) -> Composite:
+    r"""MambaLRP for selective state-space models (Jafari et al. 2024, NeurIPS).
+
+    The selection parameters ($\Delta$, $B$, $C$) are held constant by the canonical pass
+    (`lrpfn.capture.state_space`), so the selective scan is linear in its input and its
+    sums and products take the rules below as any other op: Epsilon on dense layers, the
+    causal depthwise convolution, sums (the state update $\bar A_t h_{t-1} + \bar B_t u_t$,
+    $y + D u$, residuals) and pooling; `rules.UniformProduct(epsilon)` on $C_t h_t$ (with
+    $C$ constant: LRP-$\epsilon$); the gate $y \odot \mathrm{silu}(z)$ splits half and
+    half (`rules.EqualSplit`); SiLU and RMSNorm (its scale held constant) pass relevance.
+
+    Arguments:
+        epsilon: the stabilizer of every epsilon rule (default 1e-6).
+    """
+    return Composite(
+        (
+            (DENSE, Epsilon(epsilon)),
+            (CONVOLUTION, Epsilon(epsilon)),
+            *_base(epsilon).items(),
+            (MATMUL, UniformProduct(epsilon)),
+            (PRODUCT, EqualSplit()),
+        )
+    )
+
+
 PRESETS: dict[str, Callable[..., Composite]] = {
     "epsilon_plus": epsilon_plus,
     "epsilon_plus_flat": epsilon_plus_flat,
@@ -196,5 +247,7 @@ PRESETS: dict[str, Callable[..., Composite]] = {
     "epsilon_gamma_box": epsilon_gamma_box,
     "attnlrp": attnlrp,
     "cp_lrp": cp_lrp,
+    "lstm_lrp": lstm_lrp,
+    "mamba_lrp": mamba_lrp,
 }
 """Preset composites by name (`epsilon_gamma_box` needs `low` and `high`)."""

@@ -17,7 +17,6 @@ the final arrays.
 from __future__ import annotations
 
 import copy
-import hashlib
 import sys
 import time
 from collections.abc import Sequence
@@ -28,10 +27,10 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..datasets import DatasetError
+from ..datasets import DatasetError, fingerprint, sharding
 from ..engine import Plan, prepare
 from ..errors import LRPError
-from . import _atlas_store as store, _ranks
+from . import _atlas_store as store
 from ._atlas_data import class_names, read_chunks, sample_path
 from ._atlas_final import finish
 from ._atlas_view import Atlas
@@ -98,17 +97,17 @@ def atlas(
     _check_options(layers, k, batch_size, target)
     where = torch.device(device)
     if where.type == "cuda" and where.index is None:
-        where = torch.device("cuda", _ranks.local_rank())
-    ranks = _ranks.join(where)
+        where = torch.device("cuda", sharding.local_rank())
+    ranks = sharding.join(where)
     names = (model_name or type(model_or_plan).__name__, data_name or type(dataset).__name__)
     try:
         plan = _plan_on(model_or_plan, rules, where, dataset, batch_size)
         options = (k, target, batch_size, workers, progress)
         _run(plan, dataset, tuple(layers), out, options, names, ranks)
     except BaseException:
-        _ranks.abandon(ranks)
+        sharding.abandon(ranks)
         raise
-    _ranks.leave(ranks)
+    sharding.leave(ranks)
     return Atlas(out, plan=plan, dataset=dataset)
 
 
@@ -155,18 +154,18 @@ def _run(plan, dataset, layers, out, options, names, ranks) -> None:
         start = _attempt(
             lambda: _start(plan, dataset, layers, nodes, out, options, names, ranks), ranks
         )
-    started = _ranks.share(start, ranks)
+    started = sharding.share(start, ranks)
     if started[0] == "failed":
         raise started[1](started[2])
     layout, missing = started[1], started[2]
-    mine = _ranks.shard(missing, ranks)
+    mine = sharding.shard(missing, ranks)
     bar = _progress_bar(len(mine) * batch_size, progress and ranks.rank == 0)
     report = _chunks(
         plan, dataset, layers, nodes, layout, (target, workers), out, mine, device, bar
     )
     if bar is not None:
         bar.close()
-    reports = _ranks.gather(report, ranks)
+    reports = sharding.gather(report, ranks)
     if ranks.rank == 0:
         finish(out, layout, reports, missing)
 
@@ -210,7 +209,7 @@ def _start(plan, dataset, layers, nodes, out, options, names, ranks):
     )
     settings = {
         "model": names[0],
-        "model_sha256": _fingerprint(plan),
+        "model_sha256": fingerprint(plan),
         "rules": {name: repr(rule) for name, rule in plan.rules.items()},
         "data": names[1],
         "dataset_size": layout.rows,
@@ -305,12 +304,3 @@ def _progress_bar(total: int, show: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="sample", file=sys.stderr, desc="lrpfn atlas", disable=None)
-
-
-def _fingerprint(plan: Plan) -> str:
-    """SHA-256 of the canonical graph's parameters and buffers (as `lrpfn.datasets`)."""
-    digest = hashlib.sha256()
-    for name, tensor in plan.module.state_dict().items():
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import StoreMismatchError
+from ..datasets import StoreMismatchError, check_settings
 
 __all__ = [
     "ATTRIBUTE",
@@ -143,7 +143,7 @@ def create_or_check(
     settings = _plain(settings)
     if _exists(out):
         group = _open_existing(out)
-        _check_settings(out, group.attrs.get(ATTRIBUTE, {}).get("settings"), settings)
+        check_settings(out, group.attrs.get(ATTRIBUTE, {}).get("settings"), settings)
         return [int(j) for j in np.flatnonzero(~group["complete"][:])]
     group = zarr.open_group(str(out), mode="w")
     for name, (shape, dtype, fill) in layout.row_arrays().items():
@@ -196,26 +196,6 @@ def _open_existing(out: str | Path):
             "another output path, or delete it."
         )
     return group
-
-
-def _check_settings(out, stored: Any, settings: dict[str, Any]) -> None:
-    """Refuse a store written with other settings, listing only what differs (the same
-    check as `lrpfn.datasets`' stores; copied, its helper is private to that package)."""
-    if stored == settings:
-        return
-    stored = stored or {}
-    differences = [
-        f"  {key}: store has {stored.get(key, '(missing)')!r}, this run has "
-        f"{settings.get(key, '(missing)')!r}"
-        for key in sorted(set(stored) | set(settings))
-        if stored.get(key) != settings.get(key)
-    ]
-    raise StoreMismatchError(
-        f"{out} was written with other settings; resuming would mix two runs:\n"
-        + "\n".join(differences)
-        + "\nFix: run with the store's settings to complete it, or write to another path "
-        "(or delete the store to start again)."
-    )
 
 
 def _plain(value: Any) -> Any:

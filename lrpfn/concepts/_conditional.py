@@ -41,6 +41,7 @@ def conditional(
     *,
     exclude_parallel: bool = True,
     handlers: Mapping[Any, Handler] | None = None,
+    channel_axis: int = 1,
 ) -> Tensor:
     """The input relevance under each of k conditions, all in one call.
 
@@ -73,6 +74,10 @@ def conditional(
         target: the class to explain (None: each sample's argmax; an int; `(batch,)`).
         exclude_parallel: drop relevance bypassing a named node (False keeps it).
         handlers: a dispatch table replacing `lrpfn.HANDLERS`.
+        channel_axis: the axis of the named nodes' values that holds the channels (1 for
+            convolutions; -1 for a transformer's MLP neurons `(batch, tokens, neurons)`;
+            attention heads are axis 1 of the attention output `(batch, heads, tokens,
+            head dim)`, see `lrpfn.text.concept_nodes`).
 
     Returns:
         The input relevance of shape `(k, *x.shape)`.
@@ -82,7 +87,7 @@ def conditional(
             "conditions must be a non-empty sequence of dicts {node name: channels}, e.g. "
             "[{'layer4': [3]}, {'layer4': [7, 9]}]."
         )
-    return _run(model, x, rules, handlers, target, conditions, exclude_parallel, stop=None)
+    return _run(model, x, rules, handlers, target, conditions, exclude_parallel, None, channel_axis)
 
 
 def importance(
@@ -95,6 +100,7 @@ def importance(
     conditions: Sequence[Condition] | None = None,
     exclude_parallel: bool = True,
     handlers: Mapping[Any, Handler] | None = None,
+    channel_axis: int = 1,
 ) -> Tensor:
     """The relevance of every channel of `node`: $\\sum_p R^l_{c,p}$ per sample.
 
@@ -109,10 +115,12 @@ def importance(
     Arguments:
         node: an fx node name or a module name (see `conditional`).
         conditions: None, or k conditions as in `conditional`.
+        channel_axis: the axis of `node`'s value (and of the conditioned nodes') that
+            holds the channels (see `conditional`).
 
     Returns:
-        `(batch, channels)`: `node`'s relevance summed over every axis after the channel
-        axis 1; with conditions `(k, batch, channels)`.
+        `(batch, channels)`: `node`'s relevance summed over every axis but the batch and
+        the channel axis; with conditions `(k, batch, channels)`.
     """
     if isinstance(model, Plan) and isinstance(rules, str) and not isinstance(node, str | None):
         rules, node, target = None, rules, node  # importance(plan, x, "layer4", 3)
@@ -120,13 +128,17 @@ def importance(
         rules, node = None, rules  # importance(plan, x, "layer4"): a plan has its rules
     if conditions is not None and (isinstance(conditions, Mapping) or not len(conditions)):
         raise InvalidConditionError("conditions must be None or a non-empty sequence of dicts.")
-    relevance = _run(model, x, rules, handlers, target, conditions, exclude_parallel, stop=node)
-    if relevance.ndim < (3 if conditions is not None else 2):
+    relevance = _run(
+        model, x, rules, handlers, target, conditions, exclude_parallel, node, channel_axis
+    )
+    first = 3 if conditions is not None else 2
+    axis = channel_axis + first - 2 if channel_axis >= 0 else channel_axis
+    if relevance.ndim < first or not first - 1 <= axis % relevance.ndim < relevance.ndim:
         raise InvalidConditionError(
             f"node {node!r} has relevance of shape {tuple(relevance.shape)}, without a "
-            "channel axis 1."
+            f"channel axis {channel_axis}."
         )
-    first = 3 if conditions is not None else 2
+    relevance = relevance.movedim(axis, first - 1)
     return (
         relevance.sum(dim=tuple(range(first, relevance.ndim)))
         if relevance.ndim > first
@@ -134,12 +146,13 @@ def importance(
     )
 
 
-def _run(model, x, rules, handlers, target, conditions, exclude_parallel, stop):
+def _run(model, x, rules, handlers, target, conditions, exclude_parallel, stop, channel_axis):
     plan = as_plan(model, rules, handlers, None)
     check_input(x)
     stop_node = resolve_node(plan, stop) if stop is not None else None
     batched = conditions is not None
     named, axes = _named(plan, conditions or [{}], x.shape[0])
+    axes = _with_channel_axis(named, axes, channel_axis)
     _check_chains(named, exclude_parallel, plan)
     parsed = parse_conditions(plan, named, exclude_parallel, stop_node, x.device, axes)
     with torch.no_grad(), TRACE_LOCK.running():
@@ -248,3 +261,21 @@ def _check_chains(named, exclude_parallel: bool, plan: Plan) -> None:
                         "exclude_parallel=True the heatmap would be zero. Fix: condition on "
                         "nodes of one path, or pass exclude_parallel=False."
                     )
+
+
+def _with_channel_axis(named, axes: dict, channel_axis: int) -> dict:
+    """`channel_axis=-1` conditions every named node on its last axis (its `Neurons`),
+    unless a `Neurons`/`Heads` key says otherwise; 1 (the default) keeps axis 1."""
+    if channel_axis == 1:
+        return axes
+    if channel_axis != -1:
+        raise InvalidConditionError(
+            f"channel_axis must be 1 (channels, as in a convolution's output) or -1 (the last "
+            f"axis, e.g. a transformer's MLP neurons), got {channel_axis}. Fix: key a condition "
+            "by concepts.Neurons(name) or concepts.Heads(name, heads) for other layouts."
+        )
+    widened = dict(axes)
+    for condition in named:
+        for node in condition:
+            widened.setdefault(node.name, Neurons(node.name))
+    return widened

@@ -13,10 +13,12 @@ The same script runs unchanged under `torchrun --nproc_per_node=N` (and multi-no
 (`zarr>=3`, `scikit-learn`).
 """
 
+from . import sharding as sharding
 from ._digits import TRAINED_ON as TRAINED_ON, Digits as Digits, digits_cnn as digits_cnn
 from ._errors import DatasetError as DatasetError, StoreMismatchError as StoreMismatchError
 from ._explain import Summary as Summary, explain as explain
 from ._folder import ImageFolder as ImageFolder
 from ._samples import InvalidSample as InvalidSample
+from ._setup import fingerprint as fingerprint
 from ._spray import Spray as Spray, spray as spray
-from ._store import Layout as Layout
+from ._store import Layout as Layout, check_settings as check_settings

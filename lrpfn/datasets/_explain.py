@@ -29,7 +29,7 @@ import torch
 
 from ..engine import Plan, prepare
 from ..errors import LRPError
-from . import _shard, _store
+from . import _store, sharding
 from ._errors import DatasetError
 from ._run import DTYPES, RankRun
 from ._samples import InvalidSample, source_of
@@ -132,7 +132,7 @@ def explain(
             f"relevance_dtype must be 'float16' or 'float32', got {relevance_dtype!r}."
         )
     where = _device(device)
-    ranks = _shard.join(where)
+    ranks = sharding.join(where)
     names = (model_name or type(model_or_plan).__name__, data_name or type(dataset).__name__)
     if normalization is not None:
         normalization = tuple(tuple(float(v) for v in part) for part in normalization)
@@ -150,9 +150,9 @@ def explain(
     try:
         summary = _explain_here(model_or_plan, rules, dataset, out, where, ranks, names, options)
     except BaseException:
-        _shard.abandon(ranks)  # no meeting at the end: the others stop too (torchrun ends them)
+        sharding.abandon(ranks)  # no meeting at the end: the others stop too (torchrun ends them)
         raise
-    _shard.leave(ranks)
+    sharding.leave(ranks)
     return summary
 
 
@@ -166,11 +166,11 @@ def _explain_here(model_or_plan, rules, dataset, out, where, ranks, names, optio
         start = _attempt(
             lambda: start_run(plan, dataset, out, where, settings, ranks, overwrite), ranks
         )
-    layout, missing = _started(_shard.share(start, ranks))
+    layout, missing = _started(sharding.share(start, ranks))
     bar = _progress_bar(layout, out, progress and ranks.rank == 0)
     run = RankRun(plan, layout, target, nodes, where, str(out), ranks, pictures[1])
-    report = run.chunks(dataset, _shard.shard(missing, ranks), workers, bar)
-    reports = _shard.gather(report, ranks)
+    report = run.chunks(dataset, sharding.shard(missing, ranks), workers, bar)
+    reports = sharding.gather(report, ranks)
     if bar is not None:
         bar.update(layout.rows - bar.n)
         bar.close()
@@ -216,7 +216,7 @@ def _progress_bar(layout: _store.Layout, out, show: bool):
 def _device(device: str | torch.device) -> torch.device:
     where = torch.device(device)
     if where.type == "cuda" and where.index is None:
-        where = torch.device("cuda", _shard.local_rank())
+        where = torch.device("cuda", sharding.local_rank())
     return where
 
 

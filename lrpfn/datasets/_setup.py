@@ -22,7 +22,7 @@ from ._errors import DatasetError
 from ._samples import Guarded, class_names_of, source_of
 from ._thumbnails import thumbnail_size
 
-__all__ = ["start_run"]
+__all__ = ["fingerprint", "start_run"]
 
 _PROBE_LIMIT = 64  # samples tried to find a readable one for the shapes
 
@@ -54,7 +54,7 @@ def start_run(
     )
     fields = {
         "model": model,
-        "model_sha256": _fingerprint(plan),
+        "model_sha256": fingerprint(plan),
         "rules": {name: _rule_text(rule) for name, rule in plan.rules.items()},
         "data": data,
         "dataset_size": layout.rows,
@@ -139,7 +139,7 @@ def _node_channels(plan: Plan, x: Tensor, nodes: Sequence[str]) -> dict[str, int
     return {name: int(recorded[name].shape[1]) if recorded[name].ndim > 1 else 1 for name in nodes}
 
 
-def _fingerprint(plan: Plan) -> str:
+def fingerprint(plan: Plan) -> str:
     """SHA-256 of the canonical graph's parameters and buffers (names, types, shapes, bytes)."""
     digest = hashlib.sha256()
     for name, tensor in plan.module.state_dict().items():

@@ -44,6 +44,7 @@ from ._errors import StoreMismatchError
 __all__ = [
     "FORMAT",
     "Layout",
+    "check_settings",
     "complete_rows",
     "create_or_check",
     "invalid_rows",
@@ -138,7 +139,7 @@ def create_or_check(
         stored = group.attrs.get(ATTRIBUTE, {}).get("settings")
         replace = overwrite or (stored != settings and not group["complete"][:].any())
         if not replace:
-            _check_settings(out, stored, settings)
+            check_settings(out, stored, settings)
             return _missing(group["complete"][:])
     group = zarr.open_group(str(out), mode="w")
     for name, (shape, dtype, fill) in layout.arrays().items():
@@ -209,7 +210,7 @@ def _open_existing(out: str | Path):
     return group
 
 
-def _check_settings(out, stored: Any, settings: dict[str, Any]) -> None:
+def check_settings(out, stored: Any, settings: dict[str, Any]) -> None:
     if stored == settings:
         return
     stored = stored or {}

@@ -7,7 +7,8 @@ This module is the one interface that everything built on the engine imports
   model's output through the plan's graph: failures name the node, op and likely fix);
 - the two halves of a call, for applications that run their own walks: `forward`
   (the values the walk needs) and `backward` (the reverse walk from a start relevance),
-  under `TRACE_LOCK.running()`;
+  or `walk_each_target` (k walks from k start relevances over one forward), under
+  `TRACE_LOCK.running()`;
 - where the walk starts (`engine.relevance`): `check_input`, `check_output`,
   `initial_relevance`, `power_of_two_scale`, `rescaled`, `Target`;
 - what applications read of a canonical graph: `SOURCE`, `FOLDED`, `attribute`,
@@ -36,6 +37,7 @@ from .relevance import (
     power_of_two_scale,
     rescaled,
 )
+from .several_targets import walk_each_target
 from .walk import backward, forward
 
 __all__ = [
@@ -64,4 +66,5 @@ __all__ = [
     "prepare",
     "relevances",
     "rescaled",
+    "walk_each_target",
 ]

@@ -26,6 +26,7 @@ from .relevance import (
     Target,
     check_input,
     check_output,
+    check_token_ids,
     initial_relevance,
     power_of_two_scale,
     rescaled,
@@ -52,7 +53,8 @@ def lrp(
     Arguments:
         model: an `nn.Module` (captured with `torch.fx`), a `torch.fx.GraphModule`, or a
             `Plan` from `lrpfn.prepare` (then `rules` must be None).
-        x: the input batch, a floating tensor.
+        x: the input batch, a floating tensor; or integer token ids where the model's
+            input feeds `nn.Embedding` or `F.embedding` lookups only (see Returns).
         rules: a rule mapping: a rule, a dict of rules keyed by type, name, family,
             position or predicate, a `Composite`, or a rule key such as "alpha2beta1".
         target: the class to explain: None (each sample's argmax), an int (a NumPy
@@ -68,6 +70,10 @@ def lrp(
     Returns:
         The input relevance, shaped like `x` (with a leading axis of size k for targets of
         shape `(batch, k)`). For conservative rules it sums to the explained logit.
+        For integer token ids the explanation stops at the embedding output (ids carry
+        no relevance): the result has shape `x.shape + (embedding_dim,)`, the relevance
+        of each token's each embedding dimension; `.sum(-1)` gives the relevance per
+        token (shape `x.shape`). Where the ids feed several lookups, theirs are added.
     """
     options = (rules, handlers, pattern, output)
     result, _ = _explain(model, x, options, target, output_relevance, keep_all=False)
@@ -113,8 +119,9 @@ def model_output(plan: Plan, x: Tensor) -> Tensor:
 
 
 def _explain(model, x, options, target, output_relevance, keep_all, check=True):
-    check_input(x)
+    check_input(x, token_ids=True)
     plan = as_plan(model, *options, example_input=x)
+    check_token_ids(plan, x)
     _check_shape(plan, x)
     _check_batch_axis(plan, x)
     if check and x.dtype in (torch.float16, torch.bfloat16):

@@ -16,6 +16,8 @@ import torch
 from torch import fx
 
 from ..capture import SOURCE, TRACE_LOCK, canonicalize, capture
+from ..capture.recurrent import unroll_recurrent
+from ..capture.state_space import hold_selection_parameters
 from ..composites import resolve
 from ..errors import InvalidRuleError, UnsupportedNodeError
 from ..ops import HANDLERS
@@ -82,6 +84,8 @@ def prepare(
     with TRACE_LOCK.tracing():  # fx patches torch.nn.Module process-wide while tracing
         captured = capture(model, example_input, output)
         gm = canonicalize(captured.module, owned=captured.front_end == "fx")
+        gm = unroll_recurrent(gm, example_input)  # LSTM, GRU, RNN: per-step ops
+        gm = hold_selection_parameters(gm)  # Mamba: the scan is linear in its input
     data_inputs, positions = data_flow(gm)
     node_handlers, unsupported = {}, []
     for node in gm.graph.nodes:

@@ -1,6 +1,7 @@
 """Where the walk starts: the checked input, targets, the output relevance and its scale.
 
-- `check_input`: the explained batch is a finite floating tensor;
+- `check_input`: the explained batch is a finite floating tensor (`check_token_ids`:
+  or integer ids where the model's input feeds embeddings);
 - `check_output`: the model output has a batch axis (unless the start relevance is given);
 - `initial_relevance`: one-hot(target) times the output, for one target per sample or
   `(batch, k)` targets (a leading axis of k), a `Region` of a dense output, or the given
@@ -20,12 +21,15 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidInputError, InvalidTargetError
+from ..ops.embedding import takes_token_ids
+from .plan import Plan
 
 __all__ = [
     "Region",
     "Target",
     "check_input",
     "check_output",
+    "check_token_ids",
     "initial_relevance",
     "power_of_two_scale",
     "rescaled",
@@ -95,9 +99,13 @@ def rescaled(value: Any, scale: Tensor) -> Any:
     return value * scale.reshape(scale.shape + (1,) * (value.ndim - scale.ndim))
 
 
-def check_input(x: Any) -> None:
+def check_input(x: Any, token_ids: bool = False) -> None:
+    """`x` is a finite floating tensor (or, with `token_ids`, an integer tensor: see
+    `check_token_ids`)."""
     if not isinstance(x, Tensor):
         raise InvalidInputError(f"x must be a torch.Tensor, got {type(x).__name__}.")
+    if token_ids and _is_integer(x):
+        return
     if not x.is_floating_point():
         raise InvalidInputError(
             f"x must be a floating tensor, got dtype {x.dtype}. Fix: x = x.float()."
@@ -106,6 +114,20 @@ def check_input(x: Any) -> None:
         raise InvalidInputError(
             "x contains NaN or inf; relevance of a non-finite input is undefined. "
             "Fix: clean the input (e.g. torch.nan_to_num)."
+        )
+
+
+def _is_integer(x: Tensor) -> bool:
+    return not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
+
+
+def check_token_ids(plan: Plan, x: Tensor) -> None:
+    """Integer `x` only where the model's input feeds embedding lookups (`ops.embedding`)."""
+    if _is_integer(x) and not takes_token_ids(plan.module):
+        raise InvalidInputError(
+            f"x must be a floating tensor, got dtype {x.dtype}. Fix: x = x.float() (integer "
+            "token ids are explained only where the model's input feeds nn.Embedding or "
+            "F.embedding lookups, which this model's does not)."
         )
 
 

@@ -91,11 +91,22 @@ def _softmax(step: Step) -> tuple:
 
 
 _SOFTMAX_TARGETS = (torch.softmax, F.softmax, "softmax")
+_aten = torch.ops.aten
+# what may stand between a softmax and the product that reads its output (eager attention
+# casts the weights back to the activations' dtype, `torch.export` leaves aten casts and
+# copies): the operand is still the attention weights P
 _TRANSPARENT = {
-    F.dropout, "to", "float", "type_as", "contiguous", "clone", "detach", "half",
-    "transpose", "permute", "view", "reshape", "expand", "flatten", "unflatten",
+    F.dropout, "to", "float", "double", "half", "bfloat16", "type_as", "contiguous", "clone",
+    "detach", "transpose", "permute", "view", "reshape", "expand", "flatten", "unflatten",
     torch.transpose, torch.permute, torch.reshape, torch.flatten,
+    _aten.to, _aten._to_copy, _aten.type_as, _aten.clone, _aten.alias, _aten.contiguous,
+    _aten.detach, _aten.lift_fresh_copy, _aten.dropout,
 }  # fmt: skip
+
+
+def _transparent(target: Any) -> bool:
+    packet = getattr(target, "overloadpacket", None)  # aten.to.dtype -> aten.to
+    return target in _TRANSPARENT or (packet is not None and packet in _TRANSPARENT)
 
 
 def from_softmax(node: Any, depth: int = 4) -> bool:
@@ -111,7 +122,7 @@ def from_softmax(node: Any, depth: int = 4) -> bool:
                 return False
         elif node.target in _SOFTMAX_TARGETS:
             return True
-        elif node.target not in _TRANSPARENT:
+        elif not _transparent(node.target):
             return False
         node = node.args[0] if node.args else None
     return False

@@ -6,7 +6,8 @@
 values (routed exactly by their vector-Jacobian product, so a slice, a select or an
 expand passes relevance back to the elements it read), copy them (passed), average them
 (a parameter-free linear op under the node's rule), or query shapes (no relevance:
-`sym_size` and friends are non-data nodes, see `engine.analyses.data_flow`).
+`sym_size` and friends are non-data nodes, see `engine.analyses.data_flow`). Comparisons
+(`aten.ge`, ...) are boolean decisions about the data: no relevance flows through them.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ _ROUTES = (
     "slice", "select", "expand", "index", "t", "numpy_T", "repeat", "unflatten", "swapaxes",
     "view_as", "expand_as", "max_pool2d_with_indices", "max_pool3d_with_indices",
     "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
-    "_unsafe_view", "channel_shuffle", "diagonal", "index_select", "gather",
+    "_unsafe_view", "channel_shuffle", "diagonal", "index_select", "gather", "topk",
 )  # fmt: skip
+# comparisons: a boolean decision about the data (a routing choice, a threshold); no
+# relevance flows back through it, the values it selects carry relevance where they are used
+_DECISIONS = ("eq", "ne", "lt", "le", "gt", "ge")
 _PASSES = ("contiguous", "clone", "alias", "_to_copy", "to", "detach", "type_as", "identity")
 _POOLS = ("_adaptive_avg_pool2d",)
 SHAPE_QUERIES = tuple(
@@ -48,4 +52,5 @@ HANDLERS: Mapping[Any, Handler] = {
     **dict.fromkeys(_packets(_PASSES), PASS_PRESERVING),
     **dict.fromkeys(_packets(_POOLS), POOL),
     **dict.fromkeys(SHAPE_QUERIES, NONE),
+    **dict.fromkeys(_packets(_DECISIONS), NONE),
 }

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from ..layers import ChannelAffine, GroupNormalization, Layer
 from .handler import NONE, PASS_PRESERVING, Handler, Step
 from .linear import linear_handler
+from .state_space import held_constant
 
 __all__ = ["CONSTANT_STATISTICS", "CONSTANT_STATISTIC_METHODS", "HANDLERS"]
 
@@ -96,6 +97,7 @@ CONSTANT_STATISTICS = (
     torch.linalg.norm,
     torch.ops.aten.linalg_vector_norm,
     torch.ops.aten.norm,
+    held_constant,  # MambaLRP's selection parameters (lrpfn.ops.state_space)
 )
 """Functions whose result is a statistic held constant: non-data nodes."""
 CONSTANT_STATISTIC_METHODS = ("norm",)

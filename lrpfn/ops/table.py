@@ -12,7 +12,19 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from . import affine, attention, core, elementwise, exported, normalization, resampling, rms_norm
+from . import (
+    affine,
+    attention,
+    core,
+    elementwise,
+    embedding,
+    exported,
+    normalization,
+    recurrent,
+    resampling,
+    rms_norm,
+    state_space,
+)  # fmt: skip
 from .handler import Handler
 
 __all__ = ["HANDLERS"]
@@ -26,6 +38,9 @@ _FAMILIES: tuple[Mapping[Any, Handler], ...] = (
     resampling.HANDLERS,
     affine.HANDLERS,
     elementwise.HANDLERS,
+    recurrent.HANDLERS,
+    embedding.HANDLERS,
+    state_space.HANDLERS,
 )
 
 
