@@ -48,3 +48,17 @@ def test_curves_have_integer_step_ticks(tmp_path):
     ticks = figure.axes[0].get_xticks()
     shown = [t for t in ticks if 0 <= t <= 3]  # matplotlib alone would tick 0, 0.5, ..., 3
     assert shown and all(float(t).is_integer() for t in shown)
+
+
+def test_the_randomisation_test_has_a_plot(tmp_path):
+    sys.path.insert(0, str(HERE))
+    import tiny_models
+
+    torch.manual_seed(0)
+    model, x = tiny_models.tiny_cnn(), torch.rand(2, 3, 12, 12)
+    result = evaluate.parameter_randomisation(model, x, "epsilon")
+    figure = evaluate.plot_randomisation(result, tmp_path / "r.png", title="tiny_cnn")
+    axis = figure.axes[0]
+    assert [t.get_text() for t in axis.get_xticklabels()] == list(result.layers)
+    assert len(axis.get_lines()) == len(result.similarity) + 1  # one per measure, and y = 0
+    assert (tmp_path / "r.png").is_file()
