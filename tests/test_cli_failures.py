@@ -213,3 +213,15 @@ def test_explain_writes_a_figure_with_any_matplotlib_colormap(workspace):
         "--cmap", "no_such_colormap", cwd=workspace,
     )  # fmt: skip
     assert "unknown colormap 'no_such_colormap'" in one_line(bad)
+
+
+def test_a_small_image_is_explained_at_its_own_size_by_a_torchvision_model(workspace):
+    pixels = np.random.default_rng(1).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(workspace / "imgs" / "a.png")  # 48 wide, 64 high
+    result = lrpfn_script(
+        "explain", "--model", "torchvision:resnet18", "--input", "imgs", "--out", "o",
+        "--quiet", cwd=workspace,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with Image.open(workspace / "o" / "a.png") as heat:
+        assert heat.size == (48, 48)  # centre-cropped to its shorter side, never enlarged
