@@ -78,6 +78,8 @@ def check_conservation(
     lead = initial.ndim - output_ndim + 1  # the target axis (if any) and the batch axis
     logit = initial.double().flatten(lead).abs().sum(-1)  # |logit| for one-hot targets
     total = result.double().flatten(lead).sum(-1)
+    if total.shape != logit.shape:  # an input whose leading axes are not the samples'
+        logit, total, lead = logit.sum().reshape(1), total.sum().reshape(1), 0
     grown = total.abs() > GROWTH_LIMIT * logit.abs()
     if not bool(grown.any()):
         return
@@ -106,7 +108,10 @@ def _where_it_grows(plan: Plan, recorded: Mapping[str, Any], logit: Tensor, lead
         value = recorded.get(name)
         if not isinstance(value, Tensor) or value.ndim < lead or name == "output":
             return False
-        return bool((value.double().flatten(lead).sum(-1).abs() > limit).any())
+        total = value.double().flatten(lead).sum(-1)
+        if total.shape != limit.shape:  # a value whose leading axes are not the samples'
+            return bool(value.double().sum().abs() > limit.sum())
+        return bool((total.abs() > limit).any())
 
     steps = []
     for name in recorded:
