@@ -1,12 +1,13 @@
 """Speed and peak memory of lrpfn against the input gradient (and, on request, zennit, captum).
 
-    python benchmarks/bench_lrp.py                  # the issue-12 table: six models, batch 8 and 1
+    python benchmarks/bench_lrp.py                  # the issue-23 table: seven models, batch 1, 4, 8
     python benchmarks/bench_lrp.py --quick          # resnet18, batch 2 x 3 x 64 x 64 (a smoke run)
     python benchmarks/bench_lrp.py --device cuda    # on a GPU (writes benchmarks/RESULTS_cuda.md)
     python benchmarks/bench_lrp.py --models vgg16 --methods "zennit epsilon" "captum LRP"
 
-Models are torchvision builders with random weights (seeded), at 224 x 224 for batch 8
-and batch 1 (`--batches`). Per model and batch, every method is timed in the same run,
+Models are torchvision builders with random weights (seeded), at 224 x 224 for batch 1, 4
+and 8 (`--batches`); vit_b_16 is explained with AttnLRP (`composites.attnlrp()`) in the
+epsilon rows (the CNN composites do not apply to it). Per model and batch, every method is timed in the same run,
 interleaved (one call of each per repetition, rotating order), as the median over
 repetitions after one warm-up round:
 
@@ -15,7 +16,8 @@ repetitions after one warm-up round:
   on a copy of the model whose parameters do not require gradients;
 - lrpfn with all-epsilon (`rules.Epsilon(1e-6)` on every node),
   `epsilon_gamma_box(low=-3, high=3)` and `epsilon_alpha2_beta1`, each on a `Plan`
-  prepared once;
+  prepared once (the folded walk, `lrpfn.engine.folding`); on request (`--methods`)
+  "lrpfn epsilon, plain walk", the same plan without folding;
 - lrpfn epsilon, one-shot: `lrpfn.lrp(model, x, rules)`, the call users write first
   (capture, prepare and explain in one call);
 - lrpfn epsilon, k targets: `target` of shape (batch, k), the top k classes; against
@@ -27,12 +29,16 @@ repetitions after one warm-up round:
 "ΣR / logit" is the input relevance summed per sample over the explained logit, averaged
 over the batch (1 for a conservative explanation of a model without biases). Peak memory
 is measured per (model, batch, method) in a fresh process (see `common.peak_memory_mib`).
+"Kept forward values" (`kept_values`) counts, per model and batch, the tensors lrpfn's
+forward keeps for the walk against the tensors autograd saves for the input gradient
+(`torch.autograd.graph.saved_tensors_hooks`), both without parameters.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import shlex
 import sys
 import time
@@ -56,12 +62,23 @@ from common import (
 
 import lrpfn
 from lrpfn import composites, rules
-from lrpfn.engine import backward, forward
+from lrpfn.engine.folded_walk import FoldedValues, backward_folded, forward_folded
+from lrpfn.engine.folding import Folding
+from lrpfn.layers import Layer
 
 HERE = Path(__file__).resolve().parent
-MODELS = ("vgg16", "resnet50", "densenet121", "mobilenet_v2", "efficientnet_b0", "convnext_tiny")
+MODELS = (
+    "vgg16",
+    "resnet50",
+    "densenet121",
+    "mobilenet_v2",
+    "efficientnet_b0",
+    "convnext_tiny",
+    "vit_b_16",
+)
+ATTENTION_MODELS = ("vit_b_16",)  # explained with composites.attnlrp() in the epsilon rows
 QUICK_MODELS = ("resnet18",)
-BATCHES = (1, 8)
+BATCHES = (1, 4, 8)
 TARGETS = 4  # k of the several-targets rows
 MULTI = f"lrpfn epsilon, {TARGETS} targets"
 FLOOR = f"lrpfn forward + {TARGETS} x walk"
@@ -84,13 +101,13 @@ MEMORY_METHODS = (
     "lrpfn epsilon_alpha2_beta1",
 )
 GOALS = (  # (method, reference, goal on the time ratio, batch sizes it applies to)
-    ("lrpfn epsilon", "gradient", 1.15, None),
-    ("lrpfn epsilon_gamma_box", "gradient", 1.75, None),
-    ("lrpfn epsilon_alpha2_beta1", "gradient", 2.5, None),
-    ("lrpfn epsilon, one-shot", "lrpfn epsilon", 1.1, (8,)),
+    ("lrpfn epsilon", "gradient", 1.10, None),
+    ("lrpfn epsilon_gamma_box", "gradient", 1.6, None),
+    ("lrpfn epsilon_alpha2_beta1", "gradient", 2.3, None),
+    ("lrpfn epsilon, one-shot", "lrpfn epsilon", 1.1, None),
     (MULTI, FLOOR, 1.1, None),
 )
-MEMORY_GOAL = 1.3  # peak memory of an lrpfn call over the gradient's
+MEMORY_GOAL = 1.2  # peak memory of an lrpfn call over the gradient's
 
 
 @dataclass(frozen=True)
@@ -121,6 +138,8 @@ def build(setting: Setting, stack: ExitStack) -> Case:
     configure_threads(setting.threads)
     torch.manual_seed(setting.seed)
     model = getattr(torchvision.models, setting.model)(weights=None).eval().to(setting.device)
+    if setting.model in ATTENTION_MODELS:  # torchvision's zero head: all logits 0, no relevance
+        torch.nn.init.normal_(model.heads.head.weight, std=0.02)
     x = torch.randn(setting.batch, 3, setting.size, setting.size, device=setting.device)
     with torch.no_grad():
         output = model(x)
@@ -166,9 +185,20 @@ def _gradient(case: Case):
     return run
 
 
-def _lrpfn(rule_mapping: Callable[[], object], targets_per_sample: int = 1):
+def _for_model(rule_mapping: Callable[[], object], case: Case) -> object:
+    """The rule mapping; AttnLRP for the transformers, whose epsilon rows it is."""
+    if case.setting.model not in ATTENTION_MODELS:
+        return rule_mapping()
+    if rule_mapping is not _epsilon:
+        raise ValueError("not applicable: a CNN composite (the epsilon rows use AttnLRP)")
+    return composites.attnlrp()
+
+
+def _lrpfn(rule_mapping: Callable[[], object], targets_per_sample: int = 1, folded=True):
     def make(case: Case):
-        plan = lrpfn.prepare(case.model, rule_mapping())
+        plan = lrpfn.prepare(case.model, _for_model(rule_mapping, case))
+        if not folded:
+            plan = dataclasses.replace(plan, folding=Folding())
         targets = case.targets
         target = targets[:, 0] if targets_per_sample == 1 else targets[:, :targets_per_sample]
         return lambda: lrpfn.lrp(plan, case.x, target=target)
@@ -180,37 +210,84 @@ def _one_shot(rule_mapping: Callable[[], object]):
     """`lrpfn.lrp(model, x, rules)`: capture, prepare and explain in every call."""
 
     def make(case: Case):
-        mapping, target = rule_mapping(), case.targets[:, 0]
+        mapping, target = _for_model(rule_mapping, case), case.targets[:, 0]
         return lambda: lrpfn.lrp(case.model, case.x, mapping, target=target)
 
     return make
 
 
 def _lrpfn_forward(case: Case):
-    """lrpfn's forward pass alone (the values the walk keeps), on a prepared plan."""
-    plan = lrpfn.prepare(case.model, _epsilon())
+    """lrpfn's (folded) forward pass alone (the values the walk keeps), on a prepared plan."""
+    plan = lrpfn.prepare(case.model, _for_model(_epsilon, case))
 
     def run():
         with torch.no_grad():
-            return forward(plan, case.x)
+            return forward_folded(plan, case.x)
 
     return run
 
 
 def _lrpfn_walk(case: Case):
-    """One target's backward walk alone, on forward values kept once (the walk copies
-    its environment, so every call starts from the same values)."""
-    plan = lrpfn.prepare(case.model, _epsilon())
+    """One target's (folded) backward walk alone, on forward values kept once (each call
+    walks a copy of them, so every call starts from the same values)."""
+    plan = lrpfn.prepare(case.model, _for_model(_epsilon, case))
     with torch.no_grad():
-        env, output_node = forward(plan, case.x)
+        env, output_node = forward_folded(plan, case.x)
         output = env[output_node]
         start = torch.zeros_like(output).scatter_(1, case.targets[:, :1], 1.0) * output
 
     def run():
+        copy = FoldedValues(env)
+        copy.terms = dict(env.terms)
         with torch.no_grad():
-            return backward(plan, env, output_node, start, False)[0]
+            return backward_folded(plan, copy, output_node, start)
 
     return run
+
+
+def kept_values(case: Case) -> str:
+    """MiB and count of the tensors lrpfn's epsilon forward keeps for the walk (values and
+    folded factors, max-pool indices) against those autograd saves for the input gradient,
+    parameters and tensors derived from them (modified weights) not counted."""
+    plan = lrpfn.prepare(case.model, _for_model(_epsilon, case))
+    parameters = {p.untyped_storage().data_ptr() for p in case.model.parameters()}
+    parameters |= {b.untyped_storage().data_ptr() for b in case.model.buffers()}
+    frozen = _frozen_copy(case.model)
+    parameters |= {p.untyped_storage().data_ptr() for p in frozen.parameters()}
+    with torch.no_grad():
+        env, _ = forward_folded(plan, case.x)
+    data = [value for node, value in env.items() if node.op not in ("get_attr", "placeholder")]
+    for record in env.terms.values():  # see engine.folded_walk: layers' terms (weight, t)
+        if isinstance(record, tuple) and isinstance(record[0], Layer):
+            data += [t for _, t in record[1]]
+        elif isinstance(record, tuple):  # a sum's factor, a max-pool's indices
+            data += [item for item in record if isinstance(item, torch.Tensor)]
+    saved: list[torch.Tensor] = []
+    leaf = case.x.detach().requires_grad_()
+
+    def pack(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        output = frozen(leaf)
+    del output
+    ours, theirs = _unique_mib(data, parameters), _unique_mib(saved, parameters | {leaf.data_ptr()})
+    return (
+        f"- {case.setting.model}, batch {case.setting.batch}: lrpfn epsilon keeps "
+        f"{ours[0]:.1f} MiB in {ours[1]} tensors, autograd saves {theirs[0]:.1f} MiB in "
+        f"{theirs[1]} tensors ({ours[0] / theirs[0]:.2f}x)"
+    )
+
+
+def _unique_mib(tensors: list, exclude: set) -> tuple[float, int]:
+    storages = {}
+    for tensor in tensors:
+        if isinstance(tensor, torch.Tensor) and tensor.numel() > 1:
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() not in exclude:
+                storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values()) / 2**20, len(storages)
 
 
 def _canonizers(case: Case) -> list:
@@ -267,10 +344,13 @@ METHODS: dict[str, Callable[[Case], Callable[[], object]]] = {
     "forward": _forward,
     "gradient": _gradient,
     "lrpfn epsilon": _lrpfn(_epsilon),
+    "lrpfn epsilon, plain walk": _lrpfn(_epsilon, folded=False),
     "zennit epsilon": _zennit(_zennit_epsilon),
     "lrpfn epsilon_gamma_box": _lrpfn(_gamma_box),
+    "lrpfn epsilon_gamma_box, plain walk": _lrpfn(_gamma_box, folded=False),
     "zennit epsilon_gamma_box": _zennit(_zennit_gamma_box),
     "lrpfn epsilon_alpha2_beta1": _lrpfn(composites.epsilon_alpha2_beta1),
+    "lrpfn epsilon_alpha2_beta1, plain walk": _lrpfn(composites.epsilon_alpha2_beta1, folded=False),
     "zennit epsilon_alpha2_beta1": _zennit(_zennit_alpha_beta),
     "captum LRP": _captum,
     "lrpfn epsilon, one-shot": _one_shot(_epsilon),
@@ -302,10 +382,15 @@ def relevance_ratio(relevance: object, case: Case) -> str:
 
 
 def bench_model(
-    setting: Setting, repeats: int, memory: bool, names: list[str], warm: bool = False
-) -> tuple[list[dict], dict]:
-    """The table rows of one model at one batch size and lrpfn's prepare seconds (`warm`:
-    peak memory of a second call, see `common.peak_memory_mib`)."""
+    setting: Setting,
+    repeats: int,
+    memory: bool,
+    names: list[str],
+    warm: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[list[dict], dict, str]:
+    """The table rows of one model at one batch size, lrpfn's prepare seconds and its kept
+    forward values (`warm`: peak memory of a second call, see `common.peak_memory_mib`)."""
     methods, rows = {}, {}
     with ExitStack() as stack:
         case = build(setting, stack)
@@ -321,8 +406,9 @@ def bench_model(
                 methods[name] = method
             except Exception as error:  # a library that cannot explain the model: record why
                 rows[name]["note"] = _first_line(error)
-        medians = interleaved_medians(methods, repeats, warmup=0, device=setting.device)
+        medians = interleaved_medians(methods, repeats, 0, setting.device, clock)
         prepared = prepare_seconds(case.model)
+        kept = kept_values(case)
     if "lrpfn forward" in medians and "lrpfn epsilon walk" in medians:
         medians[FLOOR] = medians["lrpfn forward"] + TARGETS * medians["lrpfn epsilon walk"]
         rows[FLOOR] = {"model": setting.model, "batch": setting.batch, "method": FLOOR}
@@ -337,7 +423,7 @@ def bench_model(
             )
         except Exception as error:
             rows[name]["note"] += f" memory: {_first_line(error)}"
-    return list(rows.values()), prepared
+    return list(rows.values()), prepared, kept
 
 
 def _first_line(error: BaseException) -> str:
@@ -446,6 +532,11 @@ def main(argv: list[str] | None = None) -> None:
         "--warm-memory", action="store_true",
         help="peak memory of a second call (one-time loads of a process not counted)",
     )  # fmt: skip
+    parser.add_argument(
+        "--cpu-time", action="store_true",
+        help="time CPU seconds of this process (time.process_time) instead of wall-clock "
+        "time: for a loaded, shared machine, with --threads 1",
+    )  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--output", type=Path, help="default benchmarks/RESULTS[_cuda].md")
     args = parser.parse_args(argv)
@@ -464,15 +555,20 @@ def main(argv: list[str] | None = None) -> None:
         output = args.output or HERE / ("RESULTS.md" if args.device == "cpu" else "RESULTS_cuda.md")
     # every model at the first batch size first: a run stopped early has all models
     settings = [(name, batch) for batch in batches for name in models]
-    rows, prepared = [], {}
+    rows, prepared, kept = [], {}, []
     for done, (name, batch) in enumerate(settings, 1):
         setting = Setting(name, batch, size, args.device, args.threads)
         print(f"{name}: batch {batch} x 3 x {size} x {size} ...", file=sys.stderr, flush=True)
-        model_rows, seconds = bench_model(setting, repeats, memory, names, args.warm_memory)
+        clock = time.process_time if args.cpu_time else time.perf_counter
+        model_rows, seconds, kept_line = bench_model(
+            setting, repeats, memory, names, args.warm_memory, clock
+        )
         rows += model_rows
+        kept.append(kept_line)
         prepared[name] = f"- {name}: " + ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items())
         header = (
             f"Machine: {machine}.  \nDate: {today()}.  \nCommand: `{command}`.  \n"
+            f"Clock: {'CPU seconds of the process' if args.cpu_time else 'wall-clock'}.  \n"
             f"Input: batch {' and '.join(map(str, batches))} x 3 x {size} x {size}, random "
             f"weights (seed 0), median of {repeats} interleaved repetitions after one "
             "warm-up round."
@@ -490,6 +586,9 @@ def main(argv: list[str] | None = None) -> None:
                 "Goals and comparisons:\n\n" + goals(rows),
                 "lrpfn's one-off `prepare` (not in the timings above):\n\n"
                 + "\n".join(prepared.values()),
+                "Kept forward values (the forward's values the walk reads, with the folded "
+                "layers' factors and max-pool indices, against autograd's saved tensors of "
+                "the input gradient; parameters not counted):\n\n" + "\n".join(kept),
             ]
         )
         if output is not None:

@@ -111,12 +111,18 @@ def synchronize(device: str) -> None:
 
 
 def interleaved_medians(
-    methods: Mapping[str, Callable[[], Any]], repeats: int, warmup: int, device: str
+    methods: Mapping[str, Callable[[], Any]],
+    repeats: int,
+    warmup: int,
+    device: str,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Median seconds per call of each method.
 
     Every repetition calls each method once; the starting method rotates from one
-    repetition to the next. `warmup` untimed rounds come first.
+    repetition to the next. `warmup` untimed rounds come first. `clock` is wall-clock time
+    by default; `time.process_time` counts this process's CPU seconds (on a shared, loaded
+    machine with one torch thread, the work done rather than the waiting).
     """
     names = list(methods)
     for _ in range(warmup):
@@ -127,10 +133,10 @@ def interleaved_medians(
     for repetition in range(repeats):
         shift = repetition % len(names)
         for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
+            start = clock()
             methods[name]()
             synchronize(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
 

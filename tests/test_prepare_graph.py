@@ -6,6 +6,7 @@ nodes (lowered layers and affine batch norms keep their names, folded batch norm
 gone), and the user's GraphModule, its graph and its attributes are as they were.
 """
 
+import pytest
 import torch
 from torch import fx, nn
 

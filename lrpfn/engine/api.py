@@ -20,6 +20,7 @@ from ..capture import FOLDED, TRACE_LOCK
 from ..errors import InvalidInputError, InvalidRuleError, LowPrecisionWarning
 from ..ops.handler import Handler
 from .conservation import check_conservation
+from .folded_walk import backward_folded, forward_folded, takes_folded_walk
 from .plan import Plan
 from .prepare import prepare
 from .relevance import (
@@ -135,7 +136,8 @@ def _explain(model, x, options, target, output_relevance, keep_all, check=True):
     if plan.compiled is not None and not keep_all:  # prepare(..., compile=True)
         return plan.compiled.explain(plan, x, target, output_relevance), {}
     with torch.no_grad(), TRACE_LOCK.running():
-        env, output_node = forward(plan, x)
+        folded = takes_folded_walk(plan, x, keep_all)  # engine.folded_walk
+        env, output_node = (forward_folded if folded else forward)(plan, x)
         output = env[output_node]
         check_output(output, x, output_relevance)
         initial = initial_relevance(output, target, output_relevance)
@@ -143,7 +145,9 @@ def _explain(model, x, options, target, output_relevance, keep_all, check=True):
         if keep_all:  # node values need not have a batch axis: one scale for the batch
             scale = torch.full_like(scale, scale.max()) if scale.ndim else scale
         start = rescaled(initial, scale.reciprocal())  # exact: scale is a power of two
-        if initial.ndim == output.ndim + 1:  # several targets per sample
+        if folded:
+            result, recorded = backward_folded(plan, env, output_node, start), {}
+        elif initial.ndim == output.ndim + 1:  # several targets per sample
             result, recorded = walk_each_target(plan, env, output_node, start, keep_all)
         else:
             result, recorded = backward(plan, env, output_node, start, keep_all, owned=True)

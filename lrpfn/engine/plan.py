@@ -14,6 +14,7 @@ from typing import Any
 from torch import fx
 
 from ..ops.handler import Handler
+from .folding import Folding
 
 __all__ = ["Plan"]
 
@@ -42,6 +43,7 @@ class Plan:
             `ModelOutput`) and its logits are explained, else None.
         compiled: the cache of compiled graphs where prepared with `compile=`, else None
             (`lrpfn.engine.compiled`).
+        folding: what `lrp`'s folded walk folds (`lrpfn.engine.folding`).
     """
 
     module: fx.GraphModule
@@ -57,6 +59,7 @@ class Plan:
     input_shape: tuple[int, ...] | None = None
     output_key: str | None = None
     compiled: Any = None  # an engine.compiled.CompiledWalk
+    folding: Folding = field(default_factory=Folding)
 
     def __repr__(self) -> str:
         lines = "\n".join(f"  {name}: {rule!r}" for name, rule in self.rules.items())

@@ -25,6 +25,7 @@ from ..ops.handler import ROUTE, Handler, handler_for
 from ..rules import Gradient, is_signal_rule, rule_from_key
 from .analyses import backward_uses, data_flow, nonnegative_nodes, zero_where_nonpositive
 from .compiled import CompiledWalk
+from .folding import folding
 from .memory import queries, recomputed_nodes
 from .plan import Plan
 
@@ -110,20 +111,24 @@ def prepare(
     recomputed = recomputed_nodes(node_handlers, data_inputs, uses)
     for query in queries(recomputed):  # kept for the walk's recomputation, never released
         uses[query] = uses.get(query, 0) + 1
+    nonnegative = nonnegative_nodes(gm, node_handlers, data_inputs)
+    zero = zero_where_nonpositive(node_handlers, table_of_rules)
+    folded = folding(gm, node_handlers, data_inputs, table_of_rules, nonnegative, zero, recomputed)
     return Plan(
         module=gm,
         rules=MappingProxyType(table_of_rules),
         handlers=MappingProxyType(node_handlers),
         data_inputs=MappingProxyType(data_inputs),
         data_positions=MappingProxyType(positions),
-        nonnegative=nonnegative_nodes(gm, node_handlers, data_inputs),
-        zero_where_nonpositive=zero_where_nonpositive(node_handlers, table_of_rules),
+        nonnegative=nonnegative,
+        zero_where_nonpositive=zero,
         backward_uses=MappingProxyType(uses),
         recomputed=recomputed,
         front_end=captured.front_end,
         input_shape=captured.input_shape,
         output_key=captured.output_key,
         compiled=_compiled_walk(compile),
+        folding=folded,
     )
 
 

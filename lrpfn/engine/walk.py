@@ -9,7 +9,7 @@ where a value feeds several consumers), and frees each activation after its last
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import torch
@@ -50,11 +50,25 @@ def _one_line(error: BaseException) -> str:
     return text if text.endswith(".") else f"{text}."
 
 
-def forward(plan: Plan, x: Tensor) -> tuple[dict[fx.Node, Any], fx.Node]:
-    """Run the model; return the values the backward walk needs and the output node."""
+def forward(
+    plan: Plan,
+    x: Tensor,
+    *,
+    keep: Collection[fx.Node] | None = None,
+    before: Callable[[fx.Node, dict], bool] | None = None,
+    after: Callable[[fx.Node, dict], None] | None = None,
+) -> tuple[dict[fx.Node, Any], fx.Node]:
+    """Run the model; return the values the backward walk needs and the output node.
+
+    `keep` overrides the values kept (the plain walk's by default); `before(node, env)`,
+    if given, may compute a node's value into `env` itself (returning True), and
+    `after(node, env)` sees each value before the forward drops what it no longer needs
+    (`engine.folded_walk`).
+    """
     graph = plan.module.graph
     nodes = list(graph.nodes)
-    keep = {node for node in plan.backward_uses if node not in plan.recomputed}
+    if keep is None:
+        keep = {node for node in plan.backward_uses if node not in plan.recomputed}
     last_use = {}
     for index, node in enumerate(nodes):
         for item in node.all_input_nodes:
@@ -70,6 +84,8 @@ def forward(plan: Plan, x: Tensor) -> tuple[dict[fx.Node, Any], fx.Node]:
             env[node] = attribute(plan.module, node.target)
         elif node.op == "output":
             output_node = node.args[0]
+        elif before is not None and before(node, env):
+            pass
         else:
             args = fx.node.map_arg(node.args, env.__getitem__)
             kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
@@ -84,6 +100,8 @@ def forward(plan: Plan, x: Tensor) -> tuple[dict[fx.Node, Any], fx.Node]:
                     f"Check that the input fits the model (input shape {tuple(x.shape)}, "
                     f"dtype {x.dtype}, device {x.device}); likely fix: {likely_fix(error)}."
                 ) from error
+        if after is not None:
+            after(node, env)
         if node.op != "output":  # the output stays: it starts the backward walk
             for item in node.all_input_nodes:
                 if last_use[item] == index and item not in keep and item in plan.data_inputs:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -33,7 +33,9 @@ __all__ = [
     "SUM",
     "apply_rule",
     "convolution_handler",
+    "foldable_layer",
     "linear_handler",
+    "sum_signs",
 ]
 
 
@@ -62,16 +64,34 @@ def apply_rule(rule: Any, layer: Layer, activations: Activations, relevance: Ten
     return rule(layer, activations, relevance.float()).to(dtype)
 
 
-def _linear(build: Callable[[Step], Layer]) -> Callable[[Step], tuple]:
-    def backward(step: Step) -> tuple:
-        layer = build(step)
+@dataclass(frozen=True)
+class _RuleStep:
+    """A linear handler's backward: `build(step)` makes the `Layer`, the rule explains it.
+    `foldable`: a convolution, dense or channel-affine layer, whose transpose reads only
+    the input's shape (the folded walk, `engine.folding`, may run it from the forward's
+    values)."""
+
+    build: Callable[[Step], Layer]
+    foldable: bool = False
+
+    def __call__(self, step: Step) -> tuple:
+        layer = self.build(step)
         a = step.inputs[0]
         activations = Activations(
             a, step.output, step.input_nonnegative[0], step.zero_where_nonpositive
         )
         return (apply_rule(step.rule, layer, activations, step.relevance),)
 
-    return backward
+
+def _linear(build: Callable[[Step], Layer], foldable: bool = False) -> Callable[[Step], tuple]:
+    return _RuleStep(build, foldable)
+
+
+def foldable_layer(handler: Handler) -> Callable[[Step], Layer] | None:
+    """The `Layer` builder of a convolution, dense or channel-affine handler (whose
+    transposed op needs only the input's shape), else None."""
+    backward = handler.backward
+    return backward.build if isinstance(backward, _RuleStep) and backward.foldable else None
 
 
 def linear_handler(
@@ -159,6 +179,13 @@ def _function_layer(step: Step) -> Layer:
 _SIGNS = {operator.add: (1, 1), torch.add: (1, 1), operator.sub: (1, -1), torch.sub: (1, -1)}
 
 
+def sum_signs(node: fx.Node, data_positions: tuple[int, ...]) -> list[float]:
+    """The sign of each data operand of a sum node (`a - b`, `torch.add(a, b, alpha=k)`)."""
+    signs = _SIGNS.get(node.target, (1, 1))
+    signs = (signs[0], signs[1] * node.kwargs.get("alpha", 1))
+    return [signs[i] for i in sorted(set(data_positions))]
+
+
 def _sum(step: Step) -> tuple:
     """$z = \\sum_i \\sigma_i x_i + c$: the data inputs stacked on a trailing axis, the
     constant operands as the bias; the rule splits relevance between the inputs.
@@ -236,10 +263,10 @@ def _is_gate(node: fx.Node) -> bool:
     return node.target in _GATES
 
 
-DENSE = Handler("linear", _linear(_dense_layer), rule="required")
+DENSE = Handler("linear", _linear(_dense_layer, foldable=True), rule="required")
 
 
-CHANNEL_AFFINE = Handler("linear", _linear(_channel_affine_layer), rule="required")
+CHANNEL_AFFINE = Handler("linear", _linear(_channel_affine_layer, foldable=True), rule="required")
 
 
 LAYER_NORM = Handler("linear", _linear(_layer_norm_layer), rule="required")
@@ -256,7 +283,7 @@ PRODUCT = Handler("product", _product, rule="product")
 
 def convolution_handler(dims: int, transposed: bool) -> Handler:
     """The handler of `F.conv{dims}d` (or `F.conv_transpose{dims}d` when `transposed`)."""
-    return linear_handler(_convolution_layer(dims, transposed))
+    return Handler("linear", _linear(_convolution_layer(dims, transposed), True), rule="required")
 
 
 PADDED_CONVOLUTION = linear_handler(_padded_convolution_layer)

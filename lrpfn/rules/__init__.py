@@ -16,6 +16,7 @@ from ._base import (
     LinearRule as LinearRule,
     Rule as Rule,
     Term as Term,
+    epsilon_factor as epsilon_factor,
     stabilize as stabilize,
     stabilized_divide as stabilized_divide,
 )

@@ -39,6 +39,8 @@ __all__ = [
     "Rule",
     "Term",
     "check_nonnegative",
+    "divide_into",
+    "epsilon_factor",
     "negative_part",
     "positive_part",
     "stabilize",
@@ -122,6 +124,44 @@ def stabilized_divide(relevance: Tensor, z: Tensor, epsilon: float) -> Tensor:
         return relevance / denominator
     safe = torch.where(denominator == 0, torch.ones_like(denominator), denominator)
     return torch.where(denominator == 0, torch.zeros_like(relevance), relevance / safe)
+
+
+def divide_into(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """`numerator / denominator`, written into `denominator` (a fresh buffer of the caller's)."""
+    return torch.div(numerator, denominator, out=denominator)
+
+
+def epsilon_factor(
+    z: Tensor, epsilon: float, base: Tensor | None = None, relation: str = "other"
+) -> Tensor:
+    r"""The epsilon rule's factor for the folded walk (`engine.folding`), $\epsilon > 0$.
+
+    Where the relevance arriving at $z$ is $R = v \odot c$ for a value $v$ of the forward
+    pass (`base`: the activation $g(z)$ after $z$, or $z$ itself), the epsilon step's
+    quotient is $s = R / \mathrm{st}(z) = c \odot F$ with
+    $F = v / \mathrm{st}(z)$, computed here in the forward pass where $z$ is at hand. With
+    `relation` saying what $v$ is, in fewer passes and the same values:
+
+    - "self" ($v = z$): $F = |z| / (|z| + \epsilon)$ (the signs cancel);
+    - "relu" ($v = \max(z, 0)$): $F = v / (v + \epsilon)$ (where $v \ne 0$, $z = v > 0$);
+    - "zero_below" ($v = 0$ wherever $z \le 0$): $F = v / (|z| + \epsilon)$;
+    - otherwise $F = v / \mathrm{st}(z)$.
+
+    With "relu" and "zero_below" the caller hands `z` over (it has no other reader left):
+    the denominator is computed in its buffer, so the factor takes no new memory.
+
+    Without `base`, the denominator $\mathrm{st}(z)$ itself (then $s = R / \mathrm{st}(z)$).
+    """
+    if base is None:
+        return stabilize(z, epsilon)
+    if relation == "self":
+        magnitude = z.abs()
+        return magnitude.div_(magnitude + epsilon)
+    if relation == "relu":
+        return divide_into(base, torch.add(base, epsilon, out=z))
+    if relation == "zero_below":
+        return divide_into(base, z.abs_().add_(epsilon))
+    return divide_into(base, stabilize(z, epsilon))
 
 
 class Term(NamedTuple):

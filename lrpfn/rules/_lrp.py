@@ -16,15 +16,17 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidRuleError
-from ..layers import Layer
+from ..layers import Convolution, Dense, Layer
 from ._base import (
     Activations,
     Group,
     LinearRule,
     Term,
     check_nonnegative,
+    epsilon_factor,
     negative_part,
     positive_part,
+    stabilized_divide,
 )
 
 __all__ = ["Epsilon", "Flat", "Gradient", "Pass", "WSquare", "ZBox"]
@@ -59,6 +61,22 @@ class Epsilon(LinearRule):
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         term = Term(activations.input, layer.weight, layer.bias)
         return (Group((term,), output=activations.output),)
+
+    def folds(
+        self, input_nonnegative: bool, zero_where_nonpositive: bool, relation: str | None
+    ) -> bool:
+        r"""Whether `fold` applies (docs/design.md, "The folded walk"): for $\epsilon > 0$."""
+        return self.epsilon > 0
+
+    def fold(
+        self, layer: Layer, activations: Activations, base: Tensor | None, relation: str
+    ) -> tuple[tuple[Tensor, Tensor], ...]:
+        r"""The step as transposed terms $(W_k, t_k)$ computed in the forward pass:
+        $R_{\text{in}} = a \odot \sum_k f^\top(s_k; W_k)$ with $s_k = R / t_k$ (no `base`:
+        $t = \mathrm{st}(z)$) or, where $R = v \odot c$ for `base` $v$, $s_k = c \odot t_k$
+        ($t = v / \mathrm{st}(z)$, see `epsilon_factor`)."""
+        z = activations.output
+        return ((layer.weight, epsilon_factor(z, self.epsilon, base, relation)),)
 
 
 def _as_bound(value: Any, name: str) -> Tensor | float:
@@ -103,6 +121,22 @@ class ZBox(LinearRule):
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
 
+    def __call__(self, layer: Layer, activations: Activations, relevance: Tensor) -> Tensor:
+        r"""For bounds constant per input channel on a dense layer or a convolution with
+        one group, in closed form: the bounds' terms are convolutions of constant images,
+        linear in the weights, so with $V = l W^+ + h W^-$ (per input channel)
+        $$ z_{\mathcal{B}} = z - f(\mathbf{1}; V, b), \qquad
+           R_{\text{in}} = a \odot f^\top(s; W) - f^\top(s; V) $$
+        with the forward's $z$: one extra forward and two transposed ops instead of three
+        and three. Other bounds take the generic step."""
+        V = _bounded_weight(layer, activations.input, self.low, self.high)
+        if V is None:
+            return super().__call__(layer, activations, relevance)
+        a, z = activations.input, activations.output
+        ones = a.new_ones(()).expand_as(a)
+        s = stabilized_divide(relevance, z - layer.forward(ones, V, layer.bias), self.stabilizer)
+        return layer.transpose(s, a).mul_(a).sub_(layer.transpose(s, a, V))
+
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         a, W, b = activations.input, layer.weight, layer.bias
         low = torch.as_tensor(self.low, dtype=a.dtype, device=a.device).expand_as(a)
@@ -113,6 +147,34 @@ class ZBox(LinearRule):
             Term(high, W.clamp(max=0), negative_part(b), -1.0),
         )
         return (Group(terms),)
+
+
+def _bounded_weight(layer: Layer, a: Tensor, low: Any, high: Any) -> Tensor | None:
+    """$l W^+ + h W^-$ with $l, h$ scaling the weight's input channels, where the bounds are
+    constant per input channel and the op a dense layer or a one-group convolution."""
+    op, W = layer.op, layer.weight
+    if isinstance(op, Convolution) and not op.transposed and op.groups == 1 and a.ndim > 2:
+        shape = (1, a.shape[1], *([1] * (a.ndim - 2)))  # the bounds' shape against a
+        view = (1, a.shape[1], *([1] * (W.ndim - 2)))  # its place in W (out, in, k...)
+    elif isinstance(op, Dense):
+        shape = view = (a.shape[-1],)
+    else:
+        return None
+    bounds = []
+    for bound in (low, high):
+        bound = torch.as_tensor(bound, dtype=W.dtype, device=W.device)
+        if bound.numel() == 1:
+            bound = bound.reshape(())
+        else:
+            try:
+                bound = torch.broadcast_to(bound, torch.broadcast_shapes(bound.shape, shape))
+            except RuntimeError:
+                return None
+            if bound.shape != shape:  # varies along more than the input channels
+                return None
+            bound = bound.reshape(view)
+        bounds.append(bound)
+    return W.clamp(min=0) * bounds[0] + W.clamp(max=0) * bounds[1]
 
 
 @dataclass(frozen=True)

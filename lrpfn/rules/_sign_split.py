@@ -27,9 +27,11 @@ from ._base import (
     LinearRule,
     Term,
     check_nonnegative,
+    divide_into,
     negative_part,
     positive_part,
     signed_constant,
+    stabilize,
     stabilized_divide,
 )
 
@@ -132,6 +134,45 @@ class Gamma(LinearRule):
             return c.add_(c_abs).mul_(a)
         return c.mul_(a).add_(c_abs.mul_(a_abs))
 
+    def folds(
+        self, input_nonnegative: bool, zero_where_nonpositive: bool, relation: str | None
+    ) -> bool:
+        r"""Whether `fold` applies: $a \ge 0$, $\gamma, \epsilon > 0$, and $R = 0$ wherever
+        $z \le 0$ or the base is $z$ itself (`relation` "self")."""
+        if not (input_nonnegative and self.gamma > 0 and self.stabilizer > 0):
+            return False
+        return zero_where_nonpositive or relation == "self"
+
+    def fold(
+        self, layer: Layer, activations: Activations, base: Tensor | None, relation: str
+    ) -> tuple[tuple[Tensor, Tensor], ...]:
+        r"""For $a \ge 0$ and $R = 0$ wherever $z \le 0$ (`folds`), the one term
+        $(W_{\uparrow}, t)$ with $z_{\uparrow} = f(a; W_{\uparrow}, b_{\uparrow})$ computed in
+        the forward pass: $t = \mathrm{st}(z_{\uparrow})$, or with `base` $v$ (where
+        $R = v \odot c$) $t = v / \mathrm{st}(z_{\uparrow})$; see `Epsilon.fold`."""
+        W, b, g = layer.weight, layer.bias, self.gamma
+        if not activations.zero_where_nonpositive:  # relation "self": the base is z
+            return self._fold_closed_form(layer, activations)
+        W_up = W + g * W.clamp(min=0)
+        b_up = None if b is None else b + g * b.clamp(min=0)
+        denominator = stabilize(layer.forward(activations.input, W_up, b_up), self.stabilizer)
+        return ((W_up, denominator if base is None else divide_into(base, denominator)),)
+
+    def _fold_closed_form(
+        self, layer: Layer, activations: Activations
+    ) -> tuple[tuple[Tensor, Tensor], ...]:
+        r"""`__call__`'s closed form for $a \ge 0$ where $R = z \odot c$: with
+        $d = z + k \sigma (q + \epsilon / h)$ (the same quotient's denominator),
+        $s' = c \odot z / d$ and $k \sigma s' = c \odot k |z| / d$, so the terms are
+        $(W, |w|)$ and $(k |W|, w)$ with $w = |z| / d$ (0 where $z = 0$: the mask)."""
+        a, z, W, b = activations.input, activations.output, layer.weight, layer.bias
+        h = self.gamma / 2
+        k = h / (1 + h)
+        q = layer.forward(a, W.abs(), None if b is None else b.abs())
+        d = q.add_(self.stabilizer / h).mul_(signed_constant(z, k)).add_(z)
+        w = divide_into(z.abs(), d)
+        return ((W, w.abs()), (k * W.abs(), w))
+
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         W, b, g = layer.weight, layer.bias, self.gamma
         W_up, W_down = W + g * W.clamp(min=0), W + g * W.clamp(max=0)
@@ -188,6 +229,31 @@ def _alpha_beta(
             c_neg.add_(layer.transpose(s, a, -float(beta) * W_pos))
     del s
     return c_pos.mul_(a_pos).add_(c_neg.mul_(a_neg)) if mixed else c_pos.mul_(a)
+
+
+def _alpha_beta_fold(
+    layer: Layer,
+    activations: Activations,
+    base: Tensor | None,
+    alpha: float,
+    beta: float,
+    stabilizer: float,
+    ignore_bias: bool,
+) -> tuple[tuple[Tensor, Tensor], ...]:
+    r"""`_alpha_beta` for $a \ge 0$ as transposed terms computed in the forward pass:
+    $(\alpha W^+, t^+)$ and $(-\beta W^-, t^-)$ with $t^\pm = \mathrm{st}(z^\pm)$, or with
+    `base` $v$ (where $R = v \odot c$) $t^\pm = v / \mathrm{st}(z^\pm)$."""
+    a, W = activations.input, layer.weight
+    b = None if ignore_bias else layer.bias
+    W_pos, W_neg = W.clamp(min=0), W.clamp(max=0)
+    positive = layer.forward(a, W_pos, positive_part(b)).add_(stabilizer)  # z+ >= 0
+    terms = [(W_pos if alpha == 1.0 else alpha * W_pos, positive)]
+    if beta != 0:
+        negative = stabilize(layer.forward(a, W_neg, negative_part(b)), stabilizer)
+        terms.append((-float(beta) * W_neg, negative))
+    if base is None:
+        return tuple(terms)
+    return tuple((weight, divide_into(base, t)) for weight, t in terms)
 
 
 def _alpha_beta_groups(
@@ -254,6 +320,20 @@ class AlphaBeta(LinearRule):
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         return _alpha_beta_groups(layer, activations, self.alpha, self.beta, self.ignore_bias)
 
+    def folds(
+        self, input_nonnegative: bool, zero_where_nonpositive: bool, relation: str | None
+    ) -> bool:
+        r"""Whether `fold` applies: $a \ge 0$ and $\epsilon > 0$."""
+        return input_nonnegative and self.stabilizer > 0
+
+    def fold(
+        self, layer: Layer, activations: Activations, base: Tensor | None, relation: str
+    ) -> tuple[tuple[Tensor, Tensor], ...]:
+        """The step as transposed terms computed in the forward pass (`_alpha_beta_fold`)."""
+        return _alpha_beta_fold(
+            layer, activations, base, self.alpha, self.beta, self.stabilizer, self.ignore_bias
+        )
+
 
 @dataclass(frozen=True)
 class ZPlus(LinearRule):
@@ -288,3 +368,17 @@ class ZPlus(LinearRule):
 
     def groups(self, layer: Layer, activations: Activations) -> tuple[Group, ...]:
         return _alpha_beta_groups(layer, activations, 1.0, 0.0, self.ignore_bias)
+
+    def folds(
+        self, input_nonnegative: bool, zero_where_nonpositive: bool, relation: str | None
+    ) -> bool:
+        r"""Whether `fold` applies: $a \ge 0$ and $\epsilon > 0$."""
+        return input_nonnegative and self.stabilizer > 0
+
+    def fold(
+        self, layer: Layer, activations: Activations, base: Tensor | None, relation: str
+    ) -> tuple[tuple[Tensor, Tensor], ...]:
+        """The step as transposed terms computed in the forward pass (`_alpha_beta_fold`)."""
+        return _alpha_beta_fold(
+            layer, activations, base, 1.0, 0.0, self.stabilizer, self.ignore_bias
+        )
