@@ -83,4 +83,5 @@ def test_levit_relevances_rescale_values_whose_batch_axis_is_merged(levit):
     tensors = [value for value in recorded.values() if isinstance(value, torch.Tensor)]
     assert any(value.ndim and value.shape[0] != 2 for value in tensors)  # the premise
     assert all(torch.isfinite(value).all() for value in tensors)
-    torch.testing.assert_close(recorded[next(iter(recorded))], relevance, rtol=1e-5, atol=0)
+    first = recorded[next(iter(recorded))]  # the input entry; lrp may take the folded walk
+    torch.testing.assert_close(first, relevance, rtol=1e-5, atol=1e-6 * relevance.abs().max())
