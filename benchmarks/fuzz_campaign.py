@@ -12,6 +12,12 @@ with the code that rebuilds it.
     python benchmarks/fuzz_campaign.py                # 10,000 cases
     python benchmarks/fuzz_campaign.py --cases 50000 --seed 3
     python benchmarks/fuzz_campaign.py --quick        # 200 cases, a smoke run
+    python benchmarks/fuzz_campaign.py --zoo [--models ...]   # real models: fuzz_zoo.py
+
+`--zoo` runs the campaign over timm's zoo and its transformer families instead (random
+weights, several rule sets including epsilon_gamma_box and the alpha2beta1 key, random
+inputs and targets, float32 and float64; `benchmarks/fuzz_zoo.py`, whose last run is in
+benchmarks/RESULTS_fuzz.md).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
@@ -118,6 +125,11 @@ def report(tally: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if "--zoo" in arguments:
+        import fuzz_zoo
+
+        return fuzz_zoo.main([a for a in arguments if a != "--zoo"])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=10_000, help="cases to run (10000)")
     parser.add_argument("--seed", type=int, default=0, help="Hypothesis seed (0)")

@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -165,8 +166,10 @@ def measure(name: str, size: int, repeats: int) -> dict:
     """The row of one model (run in a subprocess by `zoo_table`)."""
     import lrpfn
     from lrpfn import composites
-    from lrpfn.errors import LRPError
+    from lrpfn.errors import ConservationWarning, LRPError
 
+    # the ΣR / logit column reports what ConservationWarning says (under pytest: no error)
+    warnings.filterwarnings("ignore", category=ConservationWarning)
     row = dict.fromkeys(COLUMNS)
     row["model"] = name
     model = build(name, size)

@@ -27,6 +27,7 @@ from . import (
 from ._version import __version__
 from .engine.api import lrp, prepare, relevances
 from .engine.plan import Plan
+from .engine.relevance import Region
 from .ops.handler import Handler
 from .ops.table import HANDLERS
 
@@ -34,6 +35,7 @@ __all__ = [
     "HANDLERS",
     "Handler",
     "Plan",
+    "Region",
     "__version__",
     "composites",
     "concepts",

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 __all__ = [
     "CompileError",
+    "ConservationWarning",
     "InvalidInputError",
     "InvalidRuleError",
     "InvalidTargetError",
     "LRPError",
+    "LowPrecisionWarning",
     "ModelMismatchError",
     "NodeFailedError",
     "NonFiniteOutputError",
@@ -62,6 +64,16 @@ class TrainingModeError(LRPError, RuntimeError):
 
 class CompileError(LRPError, RuntimeError):
     """`torch.compile` could not compile the walk of a plan prepared with `compile=`."""
+
+
+class ConservationWarning(LRPError, UserWarning):  # noqa: N818 (a warning)
+    """A conservative rule set made the relevance sum grow past twice the explained logit
+    (`lrpfn.engine.conservation`); the message names the rule set and the nodes where it grew."""
+
+
+class LowPrecisionWarning(LRPError, UserWarning):  # noqa: N818 (a warning)
+    """The input is float16 or bfloat16: the relevance is computed in that precision and
+    differs from float32's by up to a few percent (`lrpfn.lrp` warns once per call)."""
 
 
 class ModelMismatchError(LRPError, RuntimeError):

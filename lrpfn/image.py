@@ -8,13 +8,15 @@ r"""Heatmaps of relevance: symmetric normalisation, diverging colormaps, PNG fil
     image.plot_grid(pixels, {"epsilon": rgb_eps, "gamma": rgb_gamma}, "grid.png")
     image.plot_concepts(pixels[0], maps[:, 0], top.share[0], labels, "concepts.png")
 
-A relevance map is shown on a symmetric scale: each map is divided by its largest
-absolute value, $r = R / \max |R|$, so that $r \in [-1, 1]$ and zero relevance always
+A relevance map is shown on a symmetric scale: each map is divided by the 99.5th
+percentile $q$ of its absolute values and clipped, $r = \mathrm{clip}(R / q, -1, 1)$ (as
+captum clips; `percentile=100` divides by the largest value), so zero relevance always
 lands on the colormap's centre (white for `bwr` and `seismic`, black for `coldhot`),
-whatever the map's sign balance. An all-zero map stays zero (no NaN).
+whatever the map's sign balance, and a few extreme pixels do not fade the rest. An
+all-zero map stays zero (no NaN).
 
-A colormap is a piecewise-linear table of colours at positions in $[-1, 1]$, written out
-below; `Colormap.__call__` interpolates each RGB channel between them. Only NumPy is
+The colormaps (`lrpfn.colormaps`) are piecewise-linear tables of colours at positions in
+$[-1, 1]$; any matplotlib colormap, object or name, is accepted as well. Only NumPy is
 needed; matplotlib is imported by `plot_grid` alone, and PNG files are written by a small
 encoder here (zlib), so this module imports and writes heatmaps without matplotlib or
 Pillow.
@@ -26,11 +28,12 @@ import re
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .colormaps import BWR, COLDHOT, COLORMAPS, SEISMIC, Colormap, as_colormap
 
 __all__ = [
     "BWR",
@@ -43,6 +46,7 @@ __all__ = [
     "heatmap",
     "overlay",
     "plot_concepts",
+    "plot_explanation",
     "plot_grid",
     "reduce_channels",
     "save_figure",
@@ -51,55 +55,6 @@ __all__ = [
     "to_pixels",
     "upscale",
 ]
-
-
-@dataclass(frozen=True)
-class Colormap:
-    """A diverging colormap: RGB colours (in [0, 1]) at increasing positions in [-1, 1].
-
-    `cmap(r)` maps values `r` in [-1, 1] (clipped) to float RGB of shape `r.shape + (3,)`
-    by linear interpolation between neighbouring positions.
-    """
-
-    name: str
-    positions: tuple[float, ...]
-    colors: tuple[tuple[float, float, float], ...]
-
-    def __post_init__(self) -> None:
-        if len(self.positions) != len(self.colors) or len(self.positions) < 2:
-            raise ValueError(f"colormap {self.name!r}: one colour per position, at least two.")
-        if self.positions[0] != -1.0 or self.positions[-1] != 1.0:
-            raise ValueError(f"colormap {self.name!r}: positions must run from -1 to 1.")
-        if any(b <= a for a, b in zip(self.positions[:-1], self.positions[1:], strict=True)):
-            raise ValueError(f"colormap {self.name!r}: positions must increase.")
-
-    def __call__(self, values: Any) -> np.ndarray:
-        r = np.clip(np.asarray(values, dtype=np.float64), -1.0, 1.0)
-        table = np.asarray(self.colors, dtype=np.float64)
-        channels = [np.interp(r, self.positions, table[:, c]) for c in range(3)]
-        return np.stack(channels, axis=-1)
-
-
-BWR = Colormap("bwr", (-1.0, 0.0, 1.0), ((0.0, 0.0, 1.0), (1.0, 1.0, 1.0), (1.0, 0.0, 0.0)))
-"""Blue (negative) through white (zero) to red (positive)."""
-
-SEISMIC = Colormap(
-    "seismic",
-    (-1.0, -0.5, 0.0, 0.5, 1.0),
-    ((0.0, 0.0, 0.3), (0.0, 0.0, 1.0), (1.0, 1.0, 1.0), (1.0, 0.0, 0.0), (0.5, 0.0, 0.0)),
-)
-"""As `BWR`, darkening towards both ends: dark blue, blue, white, red, dark red."""
-
-COLDHOT = Colormap(
-    "coldhot",
-    (-1.0, -0.5, 0.0, 0.5, 1.0),
-    ((0.0, 1.0, 1.0), (0.0, 0.0, 1.0), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (1.0, 1.0, 0.0)),
-)
-"""Black at zero; cold colours for negative relevance (blue, then cyan at -1) and hot ones
-for positive relevance (red, then yellow at +1)."""
-
-COLORMAPS: dict[str, Colormap] = {cmap.name: cmap for cmap in (BWR, SEISMIC, COLDHOT)}
-"""The colormaps by name: "bwr", "seismic", "coldhot"."""
 
 
 def _numpy(values: Any) -> np.ndarray:
@@ -135,36 +90,47 @@ def reduce_channels(relevance: Any, how: str = "sum") -> np.ndarray:
     raise ValueError(f"unknown channel reduction {how!r}; use 'sum', 'max-abs' or 'first'.")
 
 
-def symmetric_normalize(maps: Any) -> np.ndarray:
-    """Divide each map (the last two axes) by its largest absolute value: the result lies in
-    [-1, 1] with zero kept at zero. A map that is zero everywhere stays zero."""
+def symmetric_normalize(maps: Any, percentile: float = 100.0) -> np.ndarray:
+    """Divide each map (the last two axes) by the `percentile` of its absolute values
+    (100: the largest) and clip to [-1, 1], zero kept at zero; a zero map stays zero.
+    Clipping at a percentile below 100 keeps a few extreme pixels from fading the rest."""
     values = _numpy(maps)
     if values.ndim < 2:
         raise ValueError(f"maps must have at least two axes (H, W), got shape {values.shape}.")
-    scale = np.abs(values).max(axis=(-2, -1), keepdims=True)
-    return values / np.where(scale > 0, scale, 1.0)
+    if not 0.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must lie in (0, 100], got {percentile!r}.")
+    magnitude = np.abs(values)
+    scale = np.percentile(magnitude, percentile, axis=(-2, -1), keepdims=True)
+    scale = np.where(scale > 0, scale, magnitude.max(axis=(-2, -1), keepdims=True))
+    return np.clip(values / np.where(scale > 0, scale, 1.0), -1.0, 1.0)
 
 
-def colorize(normalized: Any, cmap: str | Colormap = "bwr") -> np.ndarray:
+def colorize(normalized: Any, cmap: Any = "bwr") -> np.ndarray:
     """Colour values in [-1, 1] with `cmap`: uint8 RGB of shape `normalized.shape + (3,)`,
     each channel `round(255 * c)`."""
-    colors = _colormap(cmap)(normalized)
+    colors = as_colormap(cmap)(normalized)
     return np.round(colors * 255.0).astype(np.uint8)
 
 
-def heatmap(relevance: Any, cmap: str | Colormap = "bwr", *, channels: str = "sum") -> np.ndarray:
-    """The heatmap of relevance: channels reduced, each map normalised symmetrically,
-    coloured with `cmap`.
+def heatmap(
+    relevance: Any, cmap: Any = "bwr", *, channels: str = "sum", percentile: float = 99.5
+) -> np.ndarray:
+    """The heatmap of relevance: channels reduced, each map divided by the `percentile`
+    of its absolute values and clipped to [-1, 1], coloured with `cmap`.
 
     Arguments:
         relevance: `(N, C, H, W)`, `(C, H, W)` or `(H, W)`, an array or tensor.
-        cmap: a `Colormap` or one of `COLORMAPS` ("bwr", "seismic", "coldhot").
+        cmap: a `Colormap`, one of `COLORMAPS` ("bwr", "seismic", "coldhot"), or a
+            matplotlib colormap (object or name; see `lrpfn.colormaps.as_colormap`).
         channels: how to reduce the channel axis (see `reduce_channels`).
+        percentile: where the colour scale saturates (99.5, as captum's default clips;
+            100 for the largest value).
 
     Returns:
         uint8 RGB, `(N, H, W, 3)` or `(H, W, 3)`.
     """
-    return colorize(symmetric_normalize(reduce_channels(relevance, channels)), cmap)
+    maps = reduce_channels(relevance, channels)
+    return colorize(symmetric_normalize(maps, percentile), cmap)
 
 
 def to_pixels(x: Any, mean: Any = 0.0, std: Any = 1.0) -> np.ndarray:
@@ -245,14 +211,6 @@ def _wrap(title: str, width: int = 16) -> str:
             line = ""
         line += token
     return "\n".join([*lines, line.rstrip()])
-
-
-def _colormap(cmap: str | Colormap) -> Colormap:
-    if isinstance(cmap, Colormap):
-        return cmap
-    if cmap not in COLORMAPS:
-        raise ValueError(f"unknown colormap {cmap!r}; known: {', '.join(COLORMAPS)}.")
-    return COLORMAPS[cmap]
 
 
 def plot_grid(
@@ -387,3 +345,33 @@ def save_figure(figure: Any, path: str | Path, *, dpi: int = 100) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi)
     return path
+
+
+def plot_explanation(
+    pixels: Any, relevance: Any, path: str | Path | None = None, *, title: str = "",
+    cmap: Any = "bwr", percentile: float = 99.5,
+) -> Any:  # fmt: skip
+    """One input and its heatmap side by side, with a colorbar in relevance units (the
+    scale saturates at the `percentile` of |R|) and a `title` (the explained class).
+
+    Arguments:
+        pixels: uint8 RGB `(H, W, 3)`; relevance: `(C, H, W)` or `(H, W)` of the same size.
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, Normalize
+    from matplotlib.figure import Figure
+
+    maps = reduce_channels(relevance)
+    scale = float(np.percentile(np.abs(maps), percentile)) or float(np.abs(maps).max()) or 1.0
+    figure = Figure(figsize=(5.6, 2.8))
+    left, right = figure.subplots(1, 2)
+    left.imshow(np.asarray(pixels), interpolation="nearest")
+    right.imshow(heatmap(maps, cmap, percentile=percentile), interpolation="nearest")
+    for axis, name in ((left, "input"), (right, "relevance")):
+        axis.set_title(name, fontsize=9)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    table = ListedColormap(as_colormap(cmap)(np.linspace(-1.0, 1.0, 256)))
+    colors = ScalarMappable(Normalize(-scale, scale), table)
+    figure.colorbar(colors, ax=right, fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
+    return finish_figure(figure, path, title, title_size=10, dpi=120)

@@ -184,15 +184,18 @@ def test_weights_that_do_not_fit_the_model_are_reported(tmp_path, capsys):
 
 
 def test_torchvision_model_without_weights_warns_and_uses_imagenet_size(tmp_path, capsys):
-    _write_image(tmp_path / "photo.jpg", 40, 30, seed=6)
+    _write_image(tmp_path / "photo.jpg", 300, 260, seed=6)
+    _write_image(tmp_path / "small.jpg", 40, 30, seed=7)
     out = tmp_path / "out"
     status = cli(
-        f"explain --model torchvision:resnet18 --input {tmp_path / 'photo.jpg'} "
-        f"--rules epsilon_plus --out {out} --save-npy"
+        f"explain --model torchvision:resnet18 --input {tmp_path} "
+        f"--rules epsilon_plus --out {out} --save-npy --batch-size 1"
     )
     assert status == 0
     assert "RANDOM weights" in capsys.readouterr().err
     assert np.load(out / "photo.npy").shape == (3, 224, 224)  # resize 256, crop 224
+    # the ImageNet defaults never enlarge: a 40 x 30 image is cropped to 30 x 30 (issue 22)
+    assert np.load(out / "small.npy").shape == (3, 30, 30)
 
 
 def test_rules_lists_every_key_and_preset_with_parameters(capsys):
@@ -225,7 +228,7 @@ def test_check_reports_unsupported_nodes(capsys):
 
 
 def _run(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONPATH": str(HERE)}
+    environment = {**os.environ, "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}"}
     return subprocess.run(
         arguments, capture_output=True, text=True, cwd=cwd, env=environment, timeout=300
     )

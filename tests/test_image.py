@@ -17,14 +17,14 @@ from lrpfn import image
 
 
 def test_bwr_colours_at_chosen_pixels():
-    # R / max|R| with max|R| = 5: [[1, -0.25], [0, 0.4]].
+    # R / max|R| with max|R| = 5 (percentile=100: no clipping): [[1, -0.25], [0, 0.4]].
     # bwr: blue (0,0,1) at -1, white at 0, red (1,0,0) at +1.
     #  1    -> red                                        (255, 0, 0)
     # -0.25 -> 3/4 of the way from blue to white: (.75, .75, 1) -> (191, 191, 255)
     #  0    -> white                                      (255, 255, 255)
     #  0.4  -> 2/5 of the way from white to red: (1, .6, .6)  -> (255, 153, 153)
     relevance = np.array([[5.0, -1.25], [0.0, 2.0]])
-    rgb = image.heatmap(relevance, "bwr")
+    rgb = image.heatmap(relevance, "bwr", percentile=100)
     assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
     assert rgb[0, 0].tolist() == [255, 0, 0]
     assert rgb[0, 1].tolist() == [191, 191, 255]
@@ -39,7 +39,7 @@ def test_coldhot_colours_at_chosen_pixels():
     # -0.2 -> 3/5 of the way from blue to black: (0, 0, .4)   -> (0, 0, 102)
     #  0   -> black                                          (0, 0, 0)
     #  0.7 -> 2/5 of the way from red to yellow: (1, .4, 0)   -> (255, 102, 0)
-    rgb = image.heatmap(np.array([[-5.0, -1.0, 0.0, 3.5]]), "coldhot")
+    rgb = image.heatmap(np.array([[-5.0, -1.0, 0.0, 3.5]]), "coldhot", percentile=100)
     assert rgb[0].tolist() == [[0, 255, 255], [0, 0, 102], [0, 0, 0], [255, 102, 0]]
 
 
@@ -47,7 +47,7 @@ def test_seismic_darkens_towards_the_ends():
     # max|R| = 4: [-0.75, 1]. seismic: (0,0,.3) at -1, blue at -0.5, ..., (.5,0,0) at 1.
     # -0.75 -> halfway between (0,0,.3) and (0,0,1): (0, 0, .65) -> (0, 0, 166)
     #  1    -> (.5, 0, 0)                                        -> (128, 0, 0)
-    rgb = image.heatmap(np.array([[-3.0, 4.0]]), "seismic")
+    rgb = image.heatmap(np.array([[-3.0, 4.0]]), "seismic", percentile=100)
     assert rgb[0].tolist() == [[0, 0, 166], [128, 0, 0]]
 
 
@@ -67,7 +67,7 @@ def test_an_all_zero_map_stays_at_the_centre_without_nan():
 def test_channels_are_summed_before_normalising():
     # channel 0: [1, -3], channel 1: [1, 1] -> pixel relevance [2, -2] -> red, blue.
     relevance = np.array([[[[1.0, -3.0]], [[1.0, 1.0]]]])  # (1, 2, 1, 2)
-    rgb = image.heatmap(relevance, "bwr")
+    rgb = image.heatmap(relevance, "bwr", percentile=100)
     assert rgb.shape == (1, 1, 2, 3)
     assert rgb[0, 0].tolist() == [[255, 0, 0], [0, 0, 255]]
 
@@ -130,7 +130,7 @@ def test_save_png_rejects_floats():
 
 def test_unknown_colormap_names_the_known_ones():
     with pytest.raises(ValueError, match="bwr"):
-        image.heatmap(np.ones((2, 2)), "viridis")
+        image.heatmap(np.ones((2, 2)), "no_such_colormap")
 
 
 def test_grid_has_a_column_per_rule_and_a_row_per_input(tmp_path):
@@ -161,3 +161,35 @@ except ImportError:
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "h.png").is_file()
     assert "grid needs matplotlib" in result.stdout
+
+
+def test_percentile_clipping_keeps_one_extreme_pixel_from_fading_the_rest():
+    # 399 pixels of relevance 1 and one of 1000: the 99.5th percentile of |R| is 1, so the
+    # ordinary pixels saturate (red) and the outlier is clipped to +1 too; dividing by the
+    # largest value would leave them at 1/1000 of the scale, nearly white.
+    relevance = np.ones((20, 20))
+    relevance[0, 0] = 1000.0
+    assert image.heatmap(relevance, "bwr")[5, 5].tolist() == [255, 0, 0]
+    assert image.heatmap(relevance, "bwr", percentile=100)[5, 5].tolist() == [255, 255, 255]
+    with pytest.raises(ValueError, match="percentile"):
+        image.heatmap(relevance, percentile=0)
+
+
+def test_matplotlib_colormaps_are_accepted_as_objects_and_names():
+    matplotlib = pytest.importorskip("matplotlib")
+    relevance = np.array([[-2.0, 0.0, 2.0]])
+    cmap = matplotlib.colormaps["RdBu_r"]
+    expected = np.round(np.asarray(cmap(np.array([[0.0, 0.5, 1.0]])))[..., :3] * 255)
+    assert np.array_equal(image.heatmap(relevance, cmap, percentile=100), expected)
+    assert np.array_equal(image.heatmap(relevance, "RdBu_r", percentile=100), expected)
+
+
+def test_plot_explanation_has_a_colorbar_and_the_title(tmp_path):
+    pytest.importorskip("matplotlib")
+    pixels = np.zeros((6, 6, 3), dtype=np.uint8)
+    figure = image.plot_explanation(
+        pixels, np.random.default_rng(0).normal(size=(6, 6)), tmp_path / "f.png", title="class 3"
+    )
+    assert len(figure.axes) == 3  # input, heatmap, colorbar
+    assert figure._suptitle.get_text() == "class 3"
+    assert (tmp_path / "f.png").is_file()

@@ -185,6 +185,8 @@ def test_bad_stores_and_folders_are_named(stores, tmp_path, capsys):
     assert "--percentile must lie in (0, 100]" in capsys.readouterr().err
 
 
+# an unseeded one-layer model with a bias: the bias can add relevance (ConservationWarning)
+@pytest.mark.filterwarnings("ignore::lrpfn.errors.ConservationWarning")
 def test_a_store_of_inputs_that_are_no_images_lists_its_rows(tmp_path):
     import torch
 

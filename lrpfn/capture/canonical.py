@@ -21,7 +21,11 @@
    of positional and keyword arguments, is folded or made affine exactly the same way
    when its statistics and parameters are module attributes (or None); otherwise the node
    stays and its handler makes it a per-channel affine layer at run time
-   (`ops.normalization`).
+   (`ops.normalization`);
+4. merge parallel branches: a sum of linear branches of one input (convolutions of
+   compatible geometry, a smaller kernel zero-padded to the largest, per-channel affine
+   or identity branches) becomes one convolution (`merge_branches`, RepVGG's
+   re-parameterisation), so rules never split a sum whose terms nearly cancel.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from .attention import rewrite_attention
 from .batch_norm import BATCH_NORMS, fold_batch_norms
 from .edit import fresh_name, modules_of, replace_node, submodule
 from .graph import draft_graph_module
+from .merge_branches import merge_parallel_branches
 from .source import NAME, SOURCE, Source
 
 __all__ = ["canonicalize"]
@@ -81,6 +86,7 @@ def canonicalize(gm: fx.GraphModule, *, owned: bool = False) -> fx.GraphModule:
     rewrite_attention(new)  # attention, RMSNorm, gates: ordinary ops
     _lower_affine_modules(new)
     fold_batch_norms(new)
+    merge_parallel_branches(new)  # RepVGG / MobileOne blocks: one convolution
     new.graph.eliminate_dead_code()
     new = _renamed(new)
     new.graph.lint()

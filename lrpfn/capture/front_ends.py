@@ -26,8 +26,7 @@ from __future__ import annotations
 import operator
 import sys
 import traceback
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -38,6 +37,7 @@ from torch import fx
 from ..errors import TraceError
 from .export import export_graph
 from .graph import draft_graph_module
+from .output import select_output
 
 __all__ = ["Captured", "capture", "unwrap"]
 
@@ -59,14 +59,14 @@ class Captured(NamedTuple):
         front_end: "fx" (`torch.fx.symbolic_trace`), "export" (`torch.export`, specialised
             to `input_shape`) or "graph" (a `GraphModule` passed in).
         input_shape: the shape the graph is specialised to ("export"), else None.
-        output_key: "logits" where the model returns a mapping and its logits are
-            explained, else None.
+        output_key: the key or index of the explained output where the model returns a
+            mapping or tuple (see `capture.output`), else None.
     """
 
     module: fx.GraphModule
     front_end: str
     input_shape: tuple[int, ...] | None = None
-    output_key: str | None = None
+    output_key: str | int | None = None
 
 
 def unwrap(model: Any) -> Any:
@@ -86,13 +86,17 @@ def _is_compiled(model: Any) -> bool:
     return dynamo is not None and isinstance(model, dynamo.OptimizedModule)
 
 
-def capture(model: torch.nn.Module, example_input: torch.Tensor | None = None) -> Captured:
+def capture(
+    model: torch.nn.Module, example_input: torch.Tensor | None = None, output: Any = None
+) -> Captured:
     """Return `model` as a flat graph, tracing it with fx or, failing that, `torch.export`.
 
     Arguments:
         model: an `nn.Module` (or a wrapper of one, see `unwrap`) or a `GraphModule`.
         example_input: an input batch; needed only when fx cannot trace the model (the
             `torch.export` graph is specialised to its shape).
+        output: the key or index of the output to explain where the model returns a
+            mapping or a tuple (`capture.output.select_output`).
 
     Returns:
         The `Captured` graph. `model` is left exactly as it was.
@@ -103,7 +107,7 @@ def capture(model: torch.nn.Module, example_input: torch.Tensor | None = None) -
     """
     model = unwrap(model)
     if isinstance(model, fx.GraphModule):
-        return _checked(Captured(model, "graph"), model)
+        return _checked(Captured(model, "graph"), model, output)
     if isinstance(model, torch.jit.ScriptModule):
         raise TraceError(
             f"{type(model).__name__} is a TorchScript module; its Python forward is gone, so "
@@ -121,7 +125,7 @@ def capture(model: torch.nn.Module, example_input: torch.Tensor | None = None) -
             captured = Captured(_symbolic_trace(model), "fx")
         except Exception as fx_error:  # fx raises many types: TraceError, TypeError, ...
             captured = _export_or_raise(model, example_input, fx_error)
-    return _checked(captured, model)
+    return _checked(captured, model, output)
 
 
 def _symbolic_trace(model: torch.nn.Module) -> fx.GraphModule:
@@ -159,8 +163,8 @@ def _summary(error: BaseException, lines: int = 6) -> str:
     return f"{type(error).__name__}: {shown}"
 
 
-def _checked(captured: Captured, model: torch.nn.Module) -> Captured:
-    """Refuse graphs that refer to other graphs' nodes; select a mapping's logits."""
+def _checked(captured: Captured, model: torch.nn.Module, output: Any = None) -> Captured:
+    """Refuse graphs that refer to other graphs' nodes; select the output to explain."""
     graph = captured.module.graph
     for node in graph.nodes:
         for item in node.all_input_nodes:
@@ -171,22 +175,8 @@ def _checked(captured: Captured, model: torch.nn.Module) -> Captured:
                     "earlier torch.fx trace (an fx Proxy cached in an attribute). Fix: rebuild "
                     "or reload the model, or clear the cache attribute that holds the proxy."
                 )
-    output = next(node for node in graph.nodes if node.op == "output")
-    value = output.args[0]
-    if isinstance(value, Mapping) and isinstance(value.get("logits"), fx.Node):
-        return captured._replace(module=_logits_only(captured.module), output_key="logits")
-    return captured
-
-
-def _logits_only(gm: fx.GraphModule) -> fx.GraphModule:
-    """A copy of `gm` (which may be the user's own GraphModule) returning its mapping
-    output's "logits" (a dict, a Hugging Face `ModelOutput`); said once by a warning."""
-    graph = fx.Graph()
-    values: dict[fx.Node, fx.Node] = {}
-    output = graph.graph_copy(gm.graph, values)
-    graph.output(output["logits"])
-    warnings.warn("the model returns a mapping; lrpfn explains its 'logits' entry.", stacklevel=5)
-    return fx.GraphModule(gm, graph, class_name=type(gm).__name__)
+    module, key = select_output(captured.module, output)
+    return captured._replace(module=module, output_key=key)
 
 
 # -- purity: every module attribute as it was ---------------------------------------------

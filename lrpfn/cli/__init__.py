@@ -19,16 +19,22 @@ normalisation, per channel: `low = -mean / std`, `high = (1 - mean) / std`.
 
 Each verb lives in its own module of this package (`explain`, `rules`, `check`, ...) with
 a `register(commands)` function; `VERBS` lists them. Every error exits with status 1 (2
-for malformed arguments) and a message naming the problem, without a traceback; a closed
-pipe (`lrpfn rules | head`) ends a verb quietly.
+for malformed arguments) and a one-line message naming the problem, without a traceback:
+a failure inside the user's model names the graph node, the op and the likely fix
+(`lrpfn.errors.NodeFailedError`); any other exception is shown as its type and message
+(set `LRPFN_TRACEBACK=1` to see the traceback). Ctrl-C ends a verb with one line and
+status 130 (under torchrun, from rank 0 only); a closed pipe (`lrpfn rules | head`) ends a
+verb quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
+from .._version import __version__
 from ..errors import LRPError
 from . import atlas, check, evaluate, explain, explain_dataset, report, rules
 from ._common import CLIError, check_rule_name, make_rules
@@ -48,6 +54,9 @@ __all__ = [
     "make_rules",
 ]
 
+INTERRUPTED = 130
+"""The exit status after Ctrl-C (128 + SIGINT), as shells report it."""
+
 VERBS = (explain, explain_dataset, atlas, report, evaluate, rules, check)
 """The modules of the subcommands, in the order `lrpfn --help` lists them."""
 
@@ -56,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lrpfn", description="Explain PyTorch models with Layer-wise Relevance Propagation."
     )
+    parser.add_argument("--version", action="version", version=f"lrpfn {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for verb in VERBS:
         verb.register(commands)
@@ -79,12 +89,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return 0
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"lrpfn {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as error:
+        if os.environ.get("LRPFN_TRACEBACK"):
+            raise
+        message = " ".join(str(error).split())
+        print(
+            f"lrpfn {args.command}: error: {type(error).__name__}: {message} (set "
+            "LRPFN_TRACEBACK=1 to see where it was raised)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _silence_stdout() -> None:
     """After the reader of stdout has gone: point stdout at devnull so that the
     interpreter's final flush does not report the broken pipe again."""
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())

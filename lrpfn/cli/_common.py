@@ -19,6 +19,7 @@ __all__ = [
     "check_rule_name",
     "device",
     "make_rules",
+    "output_choice",
 ]
 
 PATTERN_KEYS = ("patternnet", "patternattribution")
@@ -40,7 +41,7 @@ def make_rules(name: str, mean: Sequence[float], std: Sequence[float]) -> Any:
         return composites.epsilon_gamma_box(low=(0.0 - mean_t) / std_t, high=(1.0 - mean_t) / std_t)
     if name in PRESETS:
         return PRESETS[name]()
-    return RULE_KEYS[name]()
+    return composites.key_composite(name)
 
 
 def check_rule_name(name: str) -> None:
@@ -80,3 +81,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mean", type=float, nargs="+", help="per-channel mean to subtract")
     parser.add_argument("--std", type=float, nargs="+", help="per-channel std to divide by")
     parser.add_argument("--grayscale", action="store_true", help="one input channel")
+    parser.add_argument(
+        "--output",
+        type=output_choice,
+        help="for a model returning a dict or tuple: the key or index of the output to explain",
+    )
+
+
+def output_choice(value: str) -> str | int:
+    """`--output`: an index where it is a whole number, else a key."""
+    return int(value) if value.lstrip("-").isdigit() else value

@@ -28,13 +28,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
-    """How files become network inputs: resize the shorter side, centre-crop, normalise."""
+    """How files become network inputs: resize the shorter side, centre-crop, normalise.
+
+    With `enlarge` False (the ImageNet defaults, not asked for on the command line) an
+    image is only ever made smaller: one smaller than `resize` keeps its size and is
+    cropped to its shorter side at most, so a 64 px image is explained at 64 px, not
+    blown up to 224 px (whose heatmap would show the resize grid)."""
 
     resize: int | None
     crop: int | None
     mean: tuple[float, ...]
     std: tuple[float, ...]
     grayscale: bool
+    enlarge: bool = True
 
     def load(self, path: Path) -> torch.Tensor:
         """The image at `path` as a `(C, H, W)` float tensor."""
@@ -47,20 +53,20 @@ class Preprocessing:
                 picture = opened.convert("L" if self.grayscale else "RGB")
         except OSError as error:
             raise CLIError(f"cannot read image {path}: {error}".splitlines()[0]) from error
-        if self.resize is not None:
+        if self.resize is not None and (self.enlarge or min(picture.size) > self.resize):
             width, height = picture.size
             scale = self.resize / min(width, height)
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             picture = picture.resize(size, Image.Resampling.BILINEAR)
-        if self.crop is not None:
+        crop = self.crop if self.enlarge else min(self.crop or 0, *picture.size) or None
+        if crop is not None:
             width, height = picture.size
-            if width < self.crop or height < self.crop:
+            if width < crop or height < crop:
                 raise CLIError(
-                    f"image {path} is {width}x{height}, smaller than --crop {self.crop}; "
-                    "add --resize."
+                    f"image {path} is {width}x{height}, smaller than --crop {crop}; add --resize."
                 )
-            left, top = round((width - self.crop) / 2), round((height - self.crop) / 2)
-            picture = picture.crop((left, top, left + self.crop, top + self.crop))
+            left, top = round((width - crop) / 2), round((height - crop) / 2)
+            picture = picture.crop((left, top, left + crop, top + crop))
         pixels = np.asarray(picture, dtype=np.float32) / 255.0
         x = torch.from_numpy(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1).copy())
         mean = torch.tensor(self.mean).reshape(-1, 1, 1)
@@ -91,7 +97,8 @@ def preprocessing_from(args: argparse.Namespace, torchvision_model: bool) -> Pre
         raise CLIError(f"--std values must be positive, got {std}.")
     resize = args.resize if args.resize is not None else (256 if torchvision_model else None)
     crop = args.crop if args.crop is not None else (224 if torchvision_model else None)
-    return Preprocessing(resize, crop, mean, std, args.grayscale)
+    enlarge = args.resize is not None or not torchvision_model
+    return Preprocessing(resize, crop, mean, std, args.grayscale, enlarge)
 
 
 def find_images(spec: str) -> tuple[Path, list[Path]]:

@@ -85,6 +85,11 @@ def _import(source: str, spec: str) -> Any:
         path = Path(source)
         if not path.is_file():
             raise CLIError(f"model file not found: {source} (from --model {spec}).")
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:
+            sys.path.insert(
+                0, folder
+            )  # its own imports of neighbouring files, as for `python file.py`
         loaded = importlib.util.spec_from_file_location(path.stem, path)
         assert loaded is not None and loaded.loader is not None
         module = importlib.util.module_from_spec(loaded)

@@ -32,7 +32,8 @@ def _check(args: argparse.Namespace) -> int:
     model, is_torchvision = load_model(args.model, args.weights, warn=False)
     preprocessing = preprocessing_from(args, is_torchvision)
     try:
-        plan = prepare(model, make_rules(args.rules, preprocessing.mean, preprocessing.std))
+        rules = make_rules(args.rules, preprocessing.mean, preprocessing.std)
+        plan = prepare(model, rules, output=args.output)
     except UnsupportedNodeError as error:
         print(f"{args.model}: not ready to explain.\n{error}")
         return 1
@@ -43,14 +44,14 @@ def _check(args: argparse.Namespace) -> int:
 def _print_table(plan: Plan, model: str, rules: str) -> None:
     infos = composites.node_infos(plan.module, plan.handlers)
     print(f"{model}: every node has a handler; rules resolved from {rules!r}:")
-    width = max((len(info.name) for info in infos), default=4)
-    source_width = max((len(info.module or "") for info in infos), default=6)
-    print(f"  {'node':<{width}}  {'module':<{source_width}}  {'family':<13}  rule")
-    for info in infos:
-        print(
-            f"  {info.name:<{width}}  {info.module or '':<{source_width}}  {info.family:<13}  "
-            f"{describe(plan.rules[info.name])}"
-        )
+    rows = [("node", "module", "family", "rule")] + [
+        (info.name, info.module or "", info.family, describe(plan.rules[info.name]))
+        for info in infos
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  " + "  ".join([*cells, row[3]]))
 
 
 def describe(rule: Any) -> str:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import image
-from ..engine import lrp, prepare
+from .. import colormaps, image
+from ..engine import lrp, model_output, prepare
 from ._common import CLIError, add_model_arguments, check_rule_name, device, make_rules
 from ._images import find_images, preprocessing_from
 from ._models import load_model
@@ -32,7 +32,17 @@ def register(commands) -> None:
         "--overlay", action="store_true", help="also save the heatmap over the image"
     )
     explain.add_argument("--alpha", type=float, default=0.6, help="overlay opacity (0.6)")
-    explain.add_argument("--cmap", default="bwr", choices=sorted(image.COLORMAPS))
+    explain.add_argument(
+        "--cmap", default="bwr", help="bwr, seismic, coldhot or a matplotlib colormap (bwr)"
+    )
+    explain.add_argument(
+        "--percentile", type=float, default=99.5, help="colour scale saturates here (99.5)"
+    )
+    explain.add_argument(
+        "--figure",
+        action="store_true",
+        help="also save NAME_figure.png: input, heatmap, colorbar and the explained class",
+    )
     explain.add_argument("--quiet", action="store_true", help="no progress bar")
     explain.set_defaults(run=_explain)
 
@@ -43,12 +53,19 @@ def _explain(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}.")
     check_rule_name(args.rules)
+    try:
+        colormaps.as_colormap(args.cmap)
+        image.symmetric_normalize(np.zeros((1, 1)), args.percentile)
+    except ValueError as error:
+        raise CLIError(str(error)) from error
     root, files = find_images(args.input)
     target_device = device(args.device)
     model, is_torchvision = load_model(args.model, args.weights)
     preprocessing = preprocessing_from(args, is_torchvision)
     plan = prepare(
-        model.to(target_device), make_rules(args.rules, preprocessing.mean, preprocessing.std)
+        model.to(target_device),
+        make_rules(args.rules, preprocessing.mean, preprocessing.std),
+        output=args.output,
     )
     out = Path(args.out)
     bar = tqdm(total=len(files), unit="image", disable=args.quiet or None, file=sys.stderr)
@@ -76,15 +93,14 @@ def _stack(inputs: list[torch.Tensor], paths: list[Path]) -> torch.Tensor:
 
 
 def _explain_batch(plan, model, x, batch, root, out, preprocessing, args, bar) -> None:
-    with torch.no_grad():
-        logits = model(x)
+    logits = model_output(plan, x)
     if logits.ndim != 2:
         raise CLIError(f"the model's output has shape {tuple(logits.shape)}, not (batch, classes).")
     target = logits.argmax(1) if args.target is None else args.target
     relevance = lrp(plan, x, target=target)
     index = torch.as_tensor(target, device=logits.device).expand(len(batch))
     explained = logits.gather(1, index[:, None]).squeeze(1)
-    heat = image.heatmap(relevance, args.cmap)
+    heat = image.heatmap(relevance, args.cmap, percentile=args.percentile)
     if args.overlay:
         pixels = image.to_pixels(x, preprocessing.mean, preprocessing.std)
         blended = image.overlay(pixels, heat, args.alpha)
@@ -93,6 +109,16 @@ def _explain_batch(plan, model, x, batch, root, out, preprocessing, args, bar) -
         image.save_png(heat[i], stem.with_suffix(".png"))
         if args.overlay:
             image.save_png(blended[i], stem.parent / f"{stem.name}_overlay.png")
+        if args.figure:
+            pixels = image.to_pixels(x[i], preprocessing.mean, preprocessing.std)
+            title = (
+                f"{path.name}: class {int(index[i])} (logit {float(explained[i]):.3g}), "
+                f"ΣR {float(relevance[i].sum()):.3g}, {args.rules}"
+            )
+            image.plot_explanation(
+                pixels, relevance[i], stem.parent / f"{stem.name}_figure.png", title=title,
+                cmap=args.cmap, percentile=args.percentile,
+            )  # fmt: skip
         if args.save_npy:
             np.save(stem.with_suffix(".npy"), relevance[i].detach().cpu().numpy())
         bar.write(

@@ -59,10 +59,18 @@ def register(commands) -> None:
     verb.add_argument("--workers", type=int, default=0, help="data loader processes (0)")
     verb.add_argument("--threads", type=int, help="torch threads per process")
     verb.add_argument("--quiet", action="store_true", help="no progress bar")
+    verb.add_argument(
+        "--overwrite", action="store_true", help="replace a store already at --out (not resume)"
+    )
     verb.set_defaults(run=_explain_dataset)
 
 
 def _explain_dataset(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        raise CLIError(
+            "--output is supported by `lrpfn explain` and `lrpfn check`; for explain-dataset wrap the "
+            "model in a module whose forward returns the output to explain."
+        )
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}.")
     if args.threads is not None:
@@ -95,6 +103,7 @@ def _explain_dataset(args: argparse.Namespace) -> int:
         model_name=args.model,
         data_name=args.data,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     if _rank() == 0:
         print(

@@ -54,6 +54,7 @@ from ._presets import (
     epsilon_gamma_box,
     epsilon_plus,
     epsilon_plus_flat,
+    key_composite,
     lstm_lrp,
     mamba_lrp,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "epsilon_plus",
     "epsilon_plus_flat",
     "family_of",
+    "key_composite",
     "lstm_lrp",
     "mamba_lrp",
     "node_infos",

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import InvalidRuleError
 from ..rules import (
+    RULE_KEYS,
     AttnSoftmax,
     ConstantAttention,
     Epsilon,
@@ -68,10 +69,14 @@ class Composite:
     entries: tuple[tuple[Any, Any], ...]
 
     def __post_init__(self) -> None:
+        entries = []
         for key, rule in self.entries:
             level(key)
-            if not callable(rule):
-                raise InvalidRuleError(f"the value for key {key!r} is not a rule: {rule!r}")
+            if isinstance(rule, str):  # a rule key: {CONVOLUTION: "gamma"}
+                rule = rule_from_key(rule)
+            _check_rule(rule, f"the value for key {key!r}")
+            entries.append((key, rule))
+        object.__setattr__(self, "entries", tuple(entries))
 
     def __or__(self, other: Any) -> Composite:
         return Composite(composite_of(other).entries + self.entries)
@@ -95,6 +100,19 @@ def _single_rule_family(rule: Any) -> Family:
     return ANY
 
 
+def _check_rule(rule: Any, where: str) -> None:
+    if isinstance(rule, type):
+        raise InvalidRuleError(
+            f"{where} is the class {rule.__name__}, not a rule: pass an instance, e.g. "
+            f"{rule.__name__}() (with its hyperparameters) instead of {rule.__name__}."
+        )
+    if not callable(rule):
+        raise InvalidRuleError(
+            f"{where} is not a rule: {rule!r}. Fix: a rule such as rules.Epsilon(), or a rule "
+            f"key ({', '.join(RULE_KEYS)})."
+        )
+
+
 def composite_of(mapping: Any) -> Composite:
     """A `Composite` from a Composite, a dict, a single rule or a rule key string (preset
     names are looked up by `composites.as_composite`, which the presets sit below)."""
@@ -105,6 +123,7 @@ def composite_of(mapping: Any) -> Composite:
     if isinstance(mapping, Mapping):
         return Composite(tuple(mapping.items()))
     if callable(mapping):
+        _check_rule(mapping, "rules")
         return Composite(((_single_rule_family(mapping), mapping),))
     raise InvalidRuleError(
         f"rules must be a rule, a dict of rules, a Composite or a rule key, got {mapping!r}."

@@ -42,7 +42,7 @@ from ..ops.handler import Handler
 from ..rules import RULE_KEYS
 from ._composite import DEFAULT_RULE, FAMILY_DEFAULTS, Composite, composite_of
 from ._matching import NodeInfo, family_of
-from ._presets import PRESETS
+from ._presets import PRESETS, key_composite
 
 __all__ = ["as_composite", "node_infos", "resolve"]
 
@@ -58,6 +58,7 @@ def as_composite(mapping: Any) -> Composite:
             )
         if mapping in PRESETS:
             return PRESETS[mapping]()
+        return key_composite(mapping)
     if not isinstance(mapping, (Composite, str, Mapping)) and not callable(mapping):
         raise InvalidRuleError(
             f"rules must be a rule, a dict of rules, a Composite or a rule key, got {mapping!r}. "

@@ -108,7 +108,9 @@ def importance(
     relevance of `node`'s channels under each condition on nodes above it (the
     hierarchical case: which channels of layer3 make up channel 5 of layer4).
 
-    The other arguments are those of `conditional`.
+    The other arguments are those of `conditional`. With a prepared plan, which has its
+    rules, the node follows `x` directly: `importance(plan, x, "layer4")` (or
+    `importance(plan, x, node="layer4")`).
 
     Arguments:
         node: an fx node name or a module name (see `conditional`).
@@ -120,6 +122,10 @@ def importance(
         `(batch, channels)`: `node`'s relevance summed over every axis but the batch and
         the channel axis; with conditions `(k, batch, channels)`.
     """
+    if isinstance(model, Plan) and isinstance(rules, str) and not isinstance(node, str | None):
+        rules, node, target = None, rules, node  # importance(plan, x, "layer4", 3)
+    elif isinstance(model, Plan) and isinstance(rules, str) and not node:
+        rules, node = None, rules  # importance(plan, x, "layer4"): a plan has its rules
     if conditions is not None and (isinstance(conditions, Mapping) or not len(conditions)):
         raise InvalidConditionError("conditions must be None or a non-empty sequence of dicts.")
     relevance = _run(

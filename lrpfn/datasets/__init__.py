@@ -14,7 +14,7 @@ The same script runs unchanged under `torchrun --nproc_per_node=N` (and multi-no
 """
 
 from . import sharding as sharding
-from ._digits import Digits as Digits, digits_cnn as digits_cnn
+from ._digits import TRAINED_ON as TRAINED_ON, Digits as Digits, digits_cnn as digits_cnn
 from ._errors import DatasetError as DatasetError, StoreMismatchError as StoreMismatchError
 from ._explain import Summary as Summary, explain as explain
 from ._folder import ImageFolder as ImageFolder

@@ -84,6 +84,7 @@ def explain(
     model_name: str | None = None,
     data_name: str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Summary:
     """Explain every sample of `dataset` and write the results into the Zarr store `out`.
 
@@ -114,6 +115,8 @@ def explain(
         workers: `DataLoader` worker processes reading the samples.
         model_name, data_name: names recorded in the store (default: the type names).
         progress: show a progress bar (rank 0).
+        overwrite: replace a store written earlier at `out` instead of resuming it (a
+            store without any complete chunk is replaced anyway).
 
     Returns:
         A `Summary` of the run.
@@ -134,7 +137,16 @@ def explain(
     if normalization is not None:
         normalization = tuple(tuple(float(v) for v in part) for part in normalization)
     pictures = (thumbnail, normalization)
-    options = (batch_size, relevance_dtype, tuple(nodes), target, pictures, workers, progress)
+    options = (
+        batch_size,
+        relevance_dtype,
+        tuple(nodes),
+        target,
+        pictures,
+        workers,
+        progress,
+        overwrite,
+    )
     try:
         summary = _explain_here(model_or_plan, rules, dataset, out, where, ranks, names, options)
     except BaseException:
@@ -146,12 +158,14 @@ def explain(
 
 def _explain_here(model_or_plan, rules, dataset, out, where, ranks, names, options) -> Summary:
     """This rank's part of `explain`, between joining the run and leaving it."""
-    batch_size, relevance_dtype, nodes, target, pictures, workers, progress = options
+    batch_size, relevance_dtype, nodes, target, pictures, workers, progress, overwrite = options
     plan = _plan_on(model_or_plan, rules, where)
     start = None
     if ranks.rank == 0:
         settings = (batch_size, relevance_dtype, nodes, target, *pictures, *names)
-        start = _attempt(lambda: start_run(plan, dataset, out, where, settings, ranks), ranks)
+        start = _attempt(
+            lambda: start_run(plan, dataset, out, where, settings, ranks, overwrite), ranks
+        )
     layout, missing = _started(sharding.share(start, ranks))
     bar = _progress_bar(layout, out, progress and ranks.rank == 0)
     run = RankRun(plan, layout, target, nodes, where, str(out), ranks, pictures[1])

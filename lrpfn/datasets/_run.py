@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..engine import lrp, relevances
+from ..engine import lrp, model_output, relevances
 from . import _store
 from ._errors import DatasetError
 from ._samples import Batch, InvalidSample, batches, source_of
@@ -93,8 +93,7 @@ class RankRun:
         return blocks
 
     def _explain(self, x: Tensor, label: Tensor) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            logits = self.plan.module(x)
+        logits = model_output(self.plan, x)
         target = self._target(logits, label)
         if self.nodes:
             recorded = relevances(self.plan, x, target=target)

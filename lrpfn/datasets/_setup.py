@@ -8,6 +8,7 @@ target and the versions of lrpfn and torch.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .._version import __version__
-from ..engine import Plan, relevances
+from ..engine import Plan, lrp, model_output, relevances
 from . import _store
 from ._errors import DatasetError
 from ._samples import Guarded, class_names_of, source_of
@@ -26,18 +27,20 @@ __all__ = ["fingerprint", "start_run"]
 _PROBE_LIMIT = 64  # samples tried to find a readable one for the shapes
 
 
-def start_run(plan, dataset, out, device, settings, ranks) -> tuple[_store.Layout, list[int]]:
+def start_run(
+    plan, dataset, out, device, settings, ranks, overwrite: bool = False
+) -> tuple[_store.Layout, list[int]]:
     """Rank 0: probe the shapes, create or check the store; the layout and the chunks
     still missing."""
     batch_size, dtype, nodes, target, thumbnail, normalization, model, data = settings
-    x = _probe(dataset)
+    x, label = _probe(dataset)
     x = x[None].to(device)
-    with torch.no_grad():
-        logits = plan.module(x)
+    logits = model_output(plan, x)
     if logits.ndim != 2:
         raise DatasetError(
             f"the model's output has shape {tuple(logits.shape)}, not (batch, classes)."
         )
+    _check_target(plan, x, logits, target, label)  # everything checked before a store exists
     channels = _node_channels(plan, x, nodes) if nodes else {}
     input_shape = tuple(x.shape[1:])
     layout = _store.Layout(
@@ -52,7 +55,7 @@ def start_run(plan, dataset, out, device, settings, ranks) -> tuple[_store.Layou
     fields = {
         "model": model,
         "model_sha256": fingerprint(plan),
-        "rules": {name: repr(rule) for name, rule in plan.rules.items()},
+        "rules": {name: _rule_text(rule) for name, rule in plan.rules.items()},
         "data": data,
         "dataset_size": layout.rows,
         "batch_size": batch_size,
@@ -72,18 +75,54 @@ def start_run(plan, dataset, out, device, settings, ranks) -> tuple[_store.Layou
         "runs": [],
         "class_names": class_names_of(dataset),
     }
-    return layout, _store.create_or_check(out, layout, fields, provenance)
+    return layout, _store.create_or_check(out, layout, fields, provenance, overwrite)
 
 
-def _probe(dataset) -> Tensor:
+def _check_target(plan: Plan, x: Tensor, logits: Tensor, target, label: int) -> None:
+    """Refuse a target that cannot fit (an int out of range, a label out of range at the
+    probed sample) and run the rules once on the probed sample, before the store exists."""
+    classes = logits.shape[1]
+    if isinstance(target, int) and not 0 <= target < classes:
+        raise DatasetError(
+            f"target {target} is out of range for the model's {classes} classes (valid: "
+            f"0..{classes - 1}); nothing was written. Fix: pass a class index, 'label' or None."
+        )
+    if target == "label" and not 0 <= label < classes:
+        raise DatasetError(
+            f"target='label', but the first readable sample's label is {label}, outside the "
+            f"model's {classes} classes (valid: 0..{classes - 1}); nothing was written. Fix: "
+            "a model with as many classes as the data set, or target=None (the prediction)."
+        )
+    explained = {None: int(logits.argmax(1)[0]), "label": label}.get(target, target)
+    lrp(plan, x, target=explained)
+
+
+def _rule_text(rule) -> str:
+    """A rule as `Name(field=value, ...)` with tensors as their shape and a digest (a store's
+    settings compare these; a tensor's repr would fill the mismatch message)."""
+    if not dataclasses.is_dataclass(rule) or isinstance(rule, type):
+        return repr(rule)
+    fields = []
+    for field in dataclasses.fields(rule):
+        value = getattr(rule, field.name)
+        if isinstance(value, Tensor):
+            data = value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+            value = f"<{tuple(value.shape)} tensor, sha256 {hashlib.sha256(data).hexdigest()[:8]}>"
+        else:
+            value = repr(value)
+        fields.append(f"{field.name}={value}")
+    return f"{type(rule).__name__}({', '.join(fields)})"
+
+
+def _probe(dataset) -> tuple[Tensor, int]:
     if len(dataset) == 0:
         raise DatasetError("the data set is empty.")
     guarded = Guarded(dataset, None)
     errors = []
     for index in range(min(len(dataset), _PROBE_LIMIT)):
-        _, x, _, error = guarded[index]
+        _, x, label, error = guarded[index]
         if error is None:
-            return x
+            return x, label
         errors.append(f"  {index} ({source_of(dataset, index)}): {error}")
     raise DatasetError(
         f"none of the first {len(errors)} samples can be read:\n" + "\n".join(errors[:5])

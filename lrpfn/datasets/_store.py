@@ -113,9 +113,17 @@ def now() -> str:
 
 
 def create_or_check(
-    out: str | Path, layout: Layout, settings: Mapping[str, Any], provenance: Mapping[str, Any]
+    out: str | Path,
+    layout: Layout,
+    settings: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+    overwrite: bool = False,
 ) -> list[int]:
     """Create the store at `out`, or check that the one there has these `settings`.
+
+    A store written by lrpfn is replaced (not resumed) with `overwrite`, or when its
+    settings differ and none of its chunks is complete (a run that failed at its start
+    leaves nothing worth keeping); anything else at `out` is never deleted.
 
     Returns:
         The chunks not yet complete, in order.
@@ -128,8 +136,11 @@ def create_or_check(
     settings = _plain(settings)
     if _exists(out):
         group = _open_existing(out)
-        check_settings(out, group.attrs.get(ATTRIBUTE, {}).get("settings"), settings)
-        return _missing(group["complete"][:])
+        stored = group.attrs.get(ATTRIBUTE, {}).get("settings")
+        replace = overwrite or (stored != settings and not group["complete"][:].any())
+        if not replace:
+            check_settings(out, stored, settings)
+            return _missing(group["complete"][:])
     group = zarr.open_group(str(out), mode="w")
     for name, (shape, dtype, fill) in layout.arrays().items():
         chunks = (layout.batch_size, *shape[1:])
@@ -203,18 +214,27 @@ def check_settings(out, stored: Any, settings: dict[str, Any]) -> None:
     if stored == settings:
         return
     stored = stored or {}
-    differences = [
-        f"  {key}: store has {stored.get(key, '(missing)')!r}, this run has "
-        f"{settings.get(key, '(missing)')!r}"
-        for key in sorted(set(stored) | set(settings))
-        if stored.get(key) != settings.get(key)
-    ]
+    differences = _differences(stored, settings, "")
     raise StoreMismatchError(
         f"{out} was written with other settings; resuming would mix two runs:\n"
         + "\n".join(differences)
-        + "\nFix: run with the store's settings to complete it, or write to another path "
-        "(or delete the store to start again)."
+        + "\nFix: run with the store's settings to complete it, write to another path, or "
+        "pass overwrite=True (--overwrite) to start again."
     )
+
+
+def _differences(stored: Mapping, settings: Mapping, prefix: str) -> list[str]:
+    """One line per setting that differs (nested mappings entry by entry, at most 8)."""
+    lines = []
+    for key in sorted(set(stored) | set(settings), key=str):
+        old, new = stored.get(key, "(missing)"), settings.get(key, "(missing)")
+        if old == new:
+            continue
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            lines += _differences(old, new, f"{prefix}{key}.")
+        else:
+            lines.append(f"  {prefix}{key}: store has {old!r}, this run has {new!r}")
+    return lines[:8] + ([f"  ... and {len(lines) - 8} more"] if len(lines) > 8 else [])
 
 
 def _plain(value: Any) -> Any:

@@ -3,7 +3,8 @@
 This module is the one interface that everything built on the engine imports
 (`concepts`, `datasets`, `evaluate`, `patterns`, `text`, `torchlrp`, `cli`):
 
-- entry points: `lrp`, `relevances`, `prepare`, `Plan`, `as_plan`;
+- entry points: `lrp`, `relevances`, `prepare`, `Plan`, `as_plan`, `model_output` (the
+  model's output through the plan's graph: failures name the node, op and likely fix);
 - the two halves of a call, for applications that run their own walks: `forward`
   (the values the walk needs) and `backward` (the reverse walk from a start relevance),
   or `walk_each_target` (k walks from k start relevances over one forward), under
@@ -24,10 +25,11 @@ from ..capture import FOLDED, SOURCE, TRACE_LOCK, attribute, capture
 from ..ops import HANDLERS
 from ..ops.functional import padded_convolution
 from ..ops.handler import ROUTE, Handler, Step
-from .api import as_plan, lrp, relevances
+from .api import as_plan, lrp, model_output, relevances
 from .plan import Plan
 from .prepare import prepare
 from .relevance import (
+    Region,
     Target,
     check_input,
     check_output,
@@ -46,6 +48,7 @@ __all__ = [
     "TRACE_LOCK",
     "Handler",
     "Plan",
+    "Region",
     "Step",
     "Target",
     "as_plan",
@@ -57,6 +60,7 @@ __all__ = [
     "forward",
     "initial_relevance",
     "lrp",
+    "model_output",
     "padded_convolution",
     "power_of_two_scale",
     "prepare",

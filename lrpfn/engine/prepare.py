@@ -40,6 +40,7 @@ def prepare(
     pattern: Any = None,
     example_input: torch.Tensor | None = None,
     compile: bool | str | Callable = False,
+    output: str | int | None = None,
 ) -> Plan:
     """Capture `model`, canonicalize it, check every node and resolve `rules`.
 
@@ -63,6 +64,9 @@ def prepare(
             minutes); later calls reuse it. Same results as the plain plan;
             `lrpfn.relevances` runs the plain walk. See `lrpfn.engine.compiled` and
             docs/design.md for the measured costs.
+        output: where the model returns a mapping or a tuple, the key or index of the
+            output to explain (`output="out"` for torchvision's segmentation models;
+            without it a mapping's "logits", or its only entry, is chosen).
 
     Raises:
         TraceError: neither `torch.fx` nor `torch.export` captures the model.
@@ -79,7 +83,7 @@ def prepare(
             )
         rules = rule_from_key(rules, pattern=pattern)
     with TRACE_LOCK.tracing():  # fx patches torch.nn.Module process-wide while tracing
-        captured = capture(model, example_input)
+        captured = capture(model, example_input, output)
         gm = canonicalize(captured.module, owned=captured.front_end == "fx")
         gm = unroll_recurrent(gm, example_input)  # LSTM, GRU, RNN: per-step ops
         gm = hold_selection_parameters(gm)  # Mamba: the scan is linear in its input

@@ -4,7 +4,8 @@
   or integer ids where the model's input feeds embeddings);
 - `check_output`: the model output has a batch axis (unless the start relevance is given);
 - `initial_relevance`: one-hot(target) times the output, for one target per sample or
-  `(batch, k)` targets (a leading axis of k), or the given `output_relevance`;
+  `(batch, k)` targets (a leading axis of k), a `Region` of a dense output, or the given
+  `output_relevance`;
 - `power_of_two_scale` and `rescaled`: the walk starts from `initial / scale` with a
   power of two per sample, exact in floating point (see `power_of_two_scale`).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,6 +25,7 @@ from ..ops.embedding import takes_token_ids
 from .plan import Plan
 
 __all__ = [
+    "Region",
     "Target",
     "check_input",
     "check_output",
@@ -32,7 +35,26 @@ __all__ = [
     "rescaled",
 ]
 
-Target = int | Sequence[int] | Tensor | None
+
+@dataclass(frozen=True, eq=False)
+class Region:
+    r"""Explain class `target` summed over a region of a dense output (segmentation).
+
+    For an output $y$ of shape `(batch, classes, *spatial)` the start relevance is
+    $R_{b,c,p} = y_{b,c,p}\,[c = t]\,m_{b,p}$: class $t$'s score at the pixels $p$ of the
+    mask $m$ (0/1 or weights), so the explained "logit" is $\sum_p m_{b,p} y_{b,t,p}$.
+
+    Arguments:
+        target: the class index.
+        mask: a tensor of the output's spatial shape, or `(batch, *spatial)`; None for
+            every position.
+    """
+
+    target: int
+    mask: Tensor | None = None
+
+
+Target = int | Sequence[int] | Tensor | Region | None
 
 
 def check_output(output: Tensor, x: Tensor, output_relevance: Tensor | None) -> None:
@@ -65,6 +87,15 @@ def rescaled(value: Any, scale: Tensor) -> Any:
         return type(value)(rescaled(item, scale) for item in value)
     if value is None or scale.ndim == 0:
         return value
+    if tuple(value.shape[: scale.ndim]) != tuple(scale.shape):
+        # a node value whose leading axes are not the samples' (a batch merged into another
+        # axis, or a value without one): only a scale common to all samples applies
+        if bool((scale != scale.flatten()[0]).any()):
+            raise ValueError(
+                f"a per-sample scale {tuple(scale.shape)} cannot apply to a value of shape "
+                f"{tuple(value.shape)}; walk with a scale common to the batch."
+            )
+        return value * scale.flatten()[0]
     return value * scale.reshape(scale.shape + (1,) * (value.ndim - scale.ndim))
 
 
@@ -115,10 +146,13 @@ def initial_relevance(output: Tensor, target: Target, output_relevance: Tensor |
                 f"(optionally with a leading axis of targets), got {shape}."
             )
         return output_relevance.to(output.dtype)
+    if isinstance(target, Region):
+        return _region_relevance(output, target)
     if output.ndim != 2:
         raise InvalidTargetError(
             f"target= needs a model output of shape (batch, classes), got {tuple(output.shape)}. "
-            "Fix: pass output_relevance= of the output's shape."
+            "Fix: pass output_relevance= of the output's shape, or for a dense output "
+            "(segmentation) target=lrpfn.Region(class, mask)."
         )
     batch, classes = output.shape
     index = _target_index(target, output, batch, classes)
@@ -126,6 +160,35 @@ def initial_relevance(output: Tensor, target: Target, output_relevance: Tensor |
         mask = torch.nn.functional.one_hot(index.T, classes).to(output.dtype)
         return mask * output
     return torch.nn.functional.one_hot(index, classes).to(output.dtype) * output
+
+
+def _region_relevance(output: Tensor, region: Region) -> Tensor:
+    if output.ndim < 3:
+        raise InvalidTargetError(
+            f"Region targets a dense output (batch, classes, *spatial); this output has shape "
+            f"{tuple(output.shape)}: pass an int target."
+        )
+    classes, spatial = output.shape[1], tuple(output.shape[2:])
+    if not 0 <= int(region.target) < classes:
+        raise InvalidTargetError(
+            f"Region target {region.target} is out of range for {classes} classes."
+        )
+    one_hot = torch.zeros_like(output)
+    one_hot[:, int(region.target)] = 1
+    if region.mask is None:
+        return one_hot * output
+    mask = torch.as_tensor(region.mask, device=output.device).to(output.dtype)
+    if tuple(mask.shape[-len(spatial) :]) != spatial or mask.ndim not in (
+        len(spatial),
+        len(spatial) + 1,
+    ):
+        raise InvalidTargetError(
+            f"the Region mask has shape {tuple(mask.shape)}; it must have the output's spatial "
+            f"shape {spatial} (or (batch, *{spatial})). Fix: resize the mask to the output."
+        )
+    if mask.ndim == len(spatial) + 1:
+        mask = mask[:, None]
+    return one_hot * output * mask
 
 
 def _target_index(target: Target, output: Tensor, batch: int, classes: int) -> Tensor:

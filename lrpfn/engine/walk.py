@@ -18,6 +18,7 @@ from torch import Tensor, fx
 from ..capture import attribute
 from ..errors import InvalidInputError, LRPError, NodeFailedError
 from ..ops.handler import Step
+from .likely_fix import likely_fix
 from .plan import Plan
 
 __all__ = ["backward", "forward"]
@@ -30,6 +31,23 @@ def _node_function(plan: Plan, node: fx.Node) -> Callable[..., Any]:
         name = node.target
         return lambda self, *args, **kwargs: getattr(self, name)(*args, **kwargs)
     return node.target
+
+
+def _op_name(plan: Plan, node: fx.Node) -> str:
+    """The op of `node` as a user knows it: `Conv2d 'features.0'`, `torch.add`, `.view`."""
+    if node.op == "call_module":
+        module = plan.module.get_submodule(node.target)
+        return f"{type(module).__name__} {node.target!r}"
+    if node.op == "call_method":
+        return f"method .{node.target}"
+    name = getattr(node.target, "__name__", str(node.target))
+    return f"{getattr(node.target, '__module__', None) or 'op'}.{name}"
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line, ending in a full stop."""
+    text = " ".join(str(error).split())
+    return text if text.endswith(".") else f"{text}."
 
 
 def forward(
@@ -77,9 +95,10 @@ def forward(
                 raise
             except Exception as error:
                 raise NodeFailedError(
-                    f"the forward pass failed at node {node.format_node()}: "
-                    f"{type(error).__name__}: {error}\nCheck that the input fits the model "
-                    f"(input shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device})."
+                    f"the forward pass failed at node {node.format_node()} "
+                    f"({_op_name(plan, node)}): {type(error).__name__}: {_one_line(error)} "
+                    f"Check that the input fits the model (input shape {tuple(x.shape)}, "
+                    f"dtype {x.dtype}, device {x.device}); likely fix: {likely_fix(error)}."
                 ) from error
         if after is not None:
             after(node, env)
@@ -90,7 +109,8 @@ def forward(
     if not isinstance(output_node, fx.Node) or not isinstance(env.get(output_node), Tensor):
         raise InvalidInputError(
             "the model must return one tensor (the logits) to be explained; it returns "
-            f"{output_node!r}. Wrap it in a module whose forward returns the output to explain."
+            f"{output_node!r}. Fix: pass output=KEY or output=INDEX to lrpfn.lrp / "
+            "lrpfn.prepare (--output on the command line) to choose the entry to explain."
         )
     return env, output_node
 

@@ -25,6 +25,7 @@ from ._perturbations import (
     as_perturbation,
 )
 from ._randomisation import Randomisation, parameter_randomisation, parametrised_layers, reset
+from ._randomisation_plot import plot_randomisation
 from ._region import ORDERS, PerturbationCurves, region_perturbation
 from ._similarity import average_ranks, spearman, ssim
 
@@ -46,6 +47,7 @@ __all__ = [
     "parameter_randomisation",
     "parametrised_layers",
     "plot_curves",
+    "plot_randomisation",
     "region_perturbation",
     "reset",
     "spearman",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import functools
 import inspect
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -100,6 +101,7 @@ def compare(
     perturbation: float | str | Perturbation = "uniform",
     seed: int = 0,
     batch_size: int = 256,
+    progress: bool = False,
 ) -> Comparison:
     """Score every method of `methods` on the images `x` with region perturbation.
 
@@ -113,6 +115,7 @@ def compare(
         target: the explained class: None (each sample's prediction), an int or a
             LongTensor `(batch,)`.
         patch, steps, perturbation, seed, batch_size: as in `region_perturbation`.
+        progress: a progress bar over the methods on stderr.
 
     Returns:
         A `Comparison`.
@@ -127,7 +130,11 @@ def compare(
     options = dict(patch=patch, steps=steps, perturbation=perturbation, seed=seed)
     options["batch_size"] = batch_size
     rows = []
-    for name, method in methods.items():
+    from tqdm import tqdm
+
+    bar = tqdm(methods.items(), unit="method", file=sys.stderr, disable=not progress or None)
+    for name, method in bar:
+        bar.set_postfix_str(name)
         explain = _explainer(name, method, model, target)
         relevance, seconds = _timed(explain, x, index)
         error = _conservation_error(relevance, logit)
@@ -212,6 +219,7 @@ def plot_curves(
     """
     from matplotlib import colormaps
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(11, 4.6))
     axes = figure.subplots(1, 2, sharey=True)
@@ -227,7 +235,8 @@ def plot_curves(
         axis.plot(baseline, "k--", label=f"random order ({random_aopc:.2f})")
         heading = "most relevant first" if direction == "morf" else "least relevant first"
         axis.set_title(f"{heading} (AOPC in brackets)", fontsize=9)
-        axis.set_xlabel("perturbation steps k")
+        axis.set_xlabel("perturbation steps k (patches perturbed)")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend(fontsize=6, ncol=1 if len(comparison.methods) < 9 else 2, loc="lower left")
     axes[0].set_ylabel("mean explained logit f(x^k)")
