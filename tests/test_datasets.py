@@ -156,7 +156,9 @@ def test_float16_relevance(model, digits, tmp_path):
 def test_other_settings_are_refused(store, model, digits, change, named):
     before = zarr.open(str(store), mode="r")["relevance"][:]
     arguments = {"model": model, "rules": RULES(), "batch_size": BATCH, "nodes": ["_3"], **change}
-    with pytest.raises(StoreMismatchError, match=rf"(?s)other settings.*  {named}(\.\w+)?: store has"):
+    with pytest.raises(
+        StoreMismatchError, match=rf"(?s)other settings.*  {named}(\.\w+)?: store has"
+    ):
         datasets.explain(
             arguments.pop("model"),
             digits,

@@ -18,8 +18,8 @@ Intelligence 5). The atlas reduces a whole data set to every concept's top-k sam
 (reference samples), into a Zarr store, in one process or under `torchrun`.
 """
 
+from ..image import plot_atlas
 from ._atlas import atlas
-from ._atlas_figure import plot_atlas
 from ._atlas_view import Atlas, load_atlas
 from ._conditional import conditional, importance
 from ._nodes import InvalidConditionError

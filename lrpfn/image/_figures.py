@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .colormaps import BWR, COLDHOT, COLORMAPS, SEISMIC, Colormap, as_colormap
+from ..colormaps import BWR, COLDHOT, COLORMAPS, SEISMIC, Colormap, as_colormap
 
 __all__ = [
     "BWR",

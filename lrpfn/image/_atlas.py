@@ -1,7 +1,6 @@
 """`plot_atlas`: concepts as rows, each with its reference crops and their heatmaps.
 
-(It lives here rather than in `lrpfn.image`, which is at its 400-line budget; it uses
-`lrpfn.image`'s colormaps and figure helpers.)
+`lrpfn.concepts.plot_atlas` is the same function (the atlas's own name for it).
 """
 
 from __future__ import annotations
@@ -12,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..image import Colormap, finish_figure, heatmap
+from ..colormaps import Colormap
+from ._figures import finish_figure, heatmap
 
 __all__ = ["plot_atlas"]
 
