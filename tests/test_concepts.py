@@ -231,6 +231,29 @@ def test_plot_concepts_draws_the_input_and_one_titled_panel_per_concept(tmp_path
         image.plot_concepts(np.zeros((8, 8, 3), np.uint8), relevance, [0.5], ["a"])
 
 
+def test_plot_concepts_is_legible_at_its_defaults(tmp_path) -> None:
+    """Four concepts at the defaults: at least 1000 px wide and 200 px high, 9-point titles,
+    and each receptive field marked by its bounding box (a rectangle around the pixels of
+    the field, computed here from the mask), not a contour over the field."""
+    from lrpfn import image
+
+    pytest.importorskip("matplotlib")
+    relevance = torch.randn(4, 16, 16, generator=torch.Generator().manual_seed(1))
+    fields = torch.zeros(4, 16, 16, dtype=torch.bool)
+    fields[0, 3:5, 6:7] = True  # a 2 x 1 field
+    fields[2, 0:16, 2:9] = True
+    figure = image.plot_concepts(
+        np.zeros((16, 16, 3), np.uint8), relevance, [0.4, 0.3, 0.2, 0.1],
+        ["a", "b", "c", "d"], tmp_path / "row.png", fields=fields,
+    )  # fmt: skip
+    width, height = figure.get_size_inches() * figure.dpi
+    assert width >= 1000 and height >= 200
+    assert all(axis.title.get_fontsize() == 9 for axis in figure.axes)
+    boxes = [[patch.get_bbox().bounds for patch in axis.patches] for axis in figure.axes[1:]]
+    assert boxes == [[(5.5, 2.5, 1.0, 2.0)], [], [(1.5, -0.5, 7.0, 16.0)], []]
+    assert not any(axis.collections for axis in figure.axes)  # no contour lines
+
+
 def test_the_benchmark_reference_is_one_forward_and_k_plain_walks(blocks, monkeypatch) -> None:
     """benchmarks/bench_concepts.py times conditional against this budget; each of its k
     walks must be the plain explanation."""

@@ -222,6 +222,7 @@ def plot_grid(
     notes: Mapping[str, str] | None = None,
     cell_size: float = 1.2,
     title: str | None = None,
+    font_size: float = 7,
 ) -> Any:
     """A figure with one row per input and one column per rule: the input first, then its
     heatmap under each rule. Needs matplotlib (imported here only).
@@ -234,6 +235,7 @@ def plot_grid(
         notes: `{column title: a short second title line}` (e.g. a conservation figure).
         cell_size: inches per cell.
         title: a title above the grid.
+        font_size: the points of the column and row titles.
 
     Returns:
         The `matplotlib.figure.Figure`.
@@ -250,14 +252,14 @@ def plot_grid(
     axes = figure.subplots(rows, len(columns), squeeze=False)
     for column, (name, maps) in enumerate(columns.items()):
         label = _wrap(name) if not notes or name not in notes else f"{_wrap(name)}\n{notes[name]}"
-        axes[0, column].set_title(label, fontsize=7)
+        axes[0, column].set_title(label, fontsize=font_size)
         for row in range(rows):
             axis = axes[row, column]
             axis.imshow(maps[row], interpolation="nearest")
             axis.set_xticks([])
             axis.set_yticks([])
             if column == 0 and row_titles is not None:
-                axis.set_ylabel(row_titles[row], fontsize=7)
+                axis.set_ylabel(row_titles[row], fontsize=font_size)
     return finish_figure(figure, path, title)
 
 
@@ -270,12 +272,15 @@ def plot_concepts(
     *,
     fields: Any = None,
     cmap: str | Colormap = "bwr",
-    cell_size: float = 1.2,
+    cell_size: float = 2.2,
     title: str | None = None,
 ) -> Any:
     """One sample's top concepts as a row: the input, then each concept's conditional
     heatmap titled with its label and its share of the relevance (see `lrpfn.concepts`).
-    Needs matplotlib (imported here only).
+    Needs matplotlib (imported here only). At the defaults a row of four concepts is
+    1100 x 250 pixels with 9-point titles; heatmaps saturate at the 99.5th percentile of
+    |R| (`heatmap`), and a receptive field is marked by its bounding box, which leaves
+    the relevance inside it visible however small the field is.
 
     Arguments:
         pixels: the sample as uint8 RGB `(H, W, 3)` (see `to_pixels`).
@@ -309,13 +314,24 @@ def plot_concepts(
         for label, share in zip(labels, shares, strict=True)
     }
     figure = plot_grid(
-        np.asarray(pixels)[None], columns, None, notes=notes, cell_size=cell_size, title=title
-    )
+        np.asarray(pixels)[None], columns, None, notes=notes, cell_size=cell_size, title=title,
+        font_size=9,
+    )  # fmt: skip
     if fields is not None:
-        outlines = _numpy(fields)
+        from matplotlib.patches import Rectangle
+
+        outlines = _numpy(fields) > 0.5
         for index, axis in enumerate(figure.axes[1 : 1 + len(labels)]):
-            if outlines[index].any():
-                axis.contour(outlines[index], levels=[0.5], colors="black", linewidths=0.8)
+            rows, columns_hit = (
+                np.nonzero(outlines[index].any(1))[0],
+                np.nonzero(outlines[index].any(0))[0],
+            )
+            if rows.size:
+                corner = (columns_hit[0] - 0.5, rows[0] - 0.5)
+                width, height = columns_hit[-1] - columns_hit[0] + 1, rows[-1] - rows[0] + 1
+                axis.add_patch(
+                    Rectangle(corner, width, height, fill=False, edgecolor="black", linewidth=1.0)
+                )
     if path is not None:
         save_figure(figure, path)
     return figure
