@@ -1,34 +1,13 @@
 """Resolving a rule mapping against a graph: which rule explains which node.
 
-A *rule mapping* is one of
-
-- a single rule, applied to every node that takes a rule;
-- a dict (or a `Composite`) whose keys are
-  - a `str`: a node name (`"conv2d_1"`) or a qualified module name (`"features.0"`);
-  - a module type (`torch.nn.Conv2d`, matched with `issubclass`) or a functional op
-    (`torch.nn.functional.conv2d`);
-  - a layer family: `CONVOLUTION`, `DENSE`, `POOLING`, `SUM`, `BATCHNORM`,
-    `NORMALIZATION` (layer norm), `PRODUCT`, `SOFTMAX`, `MATMUL` (products of two
-    activations, e.g. attention's `Q @ K.mT` and `P @ V`);
-  - a position: `First(...)` / `Last(...)`, the first / last node in graph order that
-    takes a rule and matches the keys inside (the "first layer" comes from the graph's
-    topology, never from module registration order);
-  - a predicate `(NodeInfo) -> bool`;
-- a TorchLRP rule key (`"epsilon"`, `"alpha2beta1"`, ...) or a preset name.
-
-When several keys match a node, a name beats a position or predicate, which beats a type
-or family; among keys of one kind the first listed wins. A node with parameters (dense,
-convolution, unfolded BatchNorm) that no key matches is an error listing every such node;
-parameter-free linear nodes (pooling, sums) fall back to `DEFAULT_RULE`, elementwise
-products of two tensors to `DEFAULT_PRODUCT_RULE`, softmaxes to `DEFAULT_SOFTMAX_RULE` and
-matrix products of activations to `DEFAULT_MATMUL_RULE` (AttnLRP's rules). A single rule
-(`lrp(model, x, rules.Epsilon())`) applies to the linear nodes only.
-
-`resolve(gm, mapping)` returns the assignment `{node name: rule}` as a plain dict that can
-be printed. Presets are functions with the keyword names and defaults of zennit's
-composites of the same names.
+`resolve(gm, handlers, mapping)` returns the assignment `{node name: rule}` as a plain dict
+that can be printed (the mapping forms are in the package docstring). When several keys
+match a node, a name beats a position or predicate, which beats a type or family; among
+keys of one kind the first listed wins. A node with parameters (dense, convolution,
+unfolded BatchNorm) that no key matches is an error listing every such node;
+parameter-free linear nodes (pooling, sums) fall back to `DEFAULT_RULE`, products,
+softmaxes and matrix products of activations to their family's default.
 """
-
 from __future__ import annotations
 
 from collections.abc import Mapping

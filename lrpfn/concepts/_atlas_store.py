@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import StoreMismatchError, check_settings
+from ..datasets import check_settings, open_existing, store_exists
 
 __all__ = [
     "ATTRIBUTE",
@@ -141,8 +141,8 @@ def create_or_check(
     import zarr
 
     settings = _plain(settings)
-    if _exists(out):
-        group = _open_existing(out)
+    if store_exists(out):
+        group = open_existing(out, FORMAT, "lrpfn.concepts.atlas")
         check_settings(out, group.attrs.get(ATTRIBUTE, {}).get("settings"), settings)
         return [int(j) for j in np.flatnonzero(~group["complete"][:])]
     group = zarr.open_group(str(out), mode="w")
@@ -173,29 +173,6 @@ def write_rows(group, layout: AtlasLayout, chunk: int, blocks: Mapping[str, np.n
 
 def mark_complete(group, chunk: int) -> None:
     group["complete"][chunk] = True
-
-
-def _exists(out: str | Path) -> bool:
-    path = Path(out)
-    return path.is_file() or (path.is_dir() and any(path.iterdir()))
-
-
-def _open_existing(out: str | Path):
-    import zarr
-
-    try:
-        group = zarr.open_group(str(out), mode="r+")
-    except Exception as error:
-        raise StoreMismatchError(
-            f"{out} exists and is not a Zarr store ({type(error).__name__}: {error}). Fix: "
-            "choose another output path, or delete it."
-        ) from error
-    if group.attrs.get(ATTRIBUTE, {}).get("format") != FORMAT or "complete" not in group:
-        raise StoreMismatchError(
-            f"{out} is not an atlas store written by lrpfn.concepts.atlas. Fix: choose "
-            "another output path, or delete it."
-        )
-    return group
 
 
 def _plain(value: Any) -> Any:

@@ -21,4 +21,9 @@ from ._folder import ImageFolder as ImageFolder
 from ._samples import InvalidSample as InvalidSample
 from ._setup import fingerprint as fingerprint
 from ._spray import Spray as Spray, spray as spray
-from ._store import Layout as Layout, check_settings as check_settings
+from ._store import (
+    Layout as Layout,
+    check_settings as check_settings,
+    open_existing as open_existing,
+    store_exists as store_exists,
+)

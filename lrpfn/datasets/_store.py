@@ -50,6 +50,8 @@ __all__ = [
     "invalid_rows",
     "mark_complete",
     "now",
+    "open_existing",
+    "store_exists",
     "write_chunk",
 ]
 
@@ -134,8 +136,8 @@ def create_or_check(
     import zarr
 
     settings = _plain(settings)
-    if _exists(out):
-        group = _open_existing(out)
+    if store_exists(out):
+        group = open_existing(out)
         stored = group.attrs.get(ATTRIBUTE, {}).get("settings")
         replace = overwrite or (stored != settings and not group["complete"][:].any())
         if not replace:
@@ -178,7 +180,7 @@ def _dimension_names(name: str, ndim: int) -> tuple[str, ...]:
     return ("sample",)
 
 
-def _exists(out: str | Path) -> bool:
+def store_exists(out: str | Path) -> bool:
     """Whether something is at `out` already (a local path, or an fsspec URL)."""
     if "://" not in str(out):
         path = Path(out)
@@ -192,7 +194,9 @@ def _exists(out: str | Path) -> bool:
     return True
 
 
-def _open_existing(out: str | Path):
+def open_existing(out: str | Path, format: str = FORMAT, writer: str = "lrpfn.datasets.explain"):
+    """The Zarr group at `out` for a resumed run, refused unless `writer` wrote it (its
+    attributes carry `format` and it has the `complete` array)."""
     import zarr
 
     try:
@@ -202,9 +206,9 @@ def _open_existing(out: str | Path):
             f"{out} exists and is not a Zarr store ({type(error).__name__}: {error}). Fix: "
             "choose another output path, or delete it."
         ) from error
-    if group.attrs.get(ATTRIBUTE, {}).get("format") != FORMAT or "complete" not in group:
+    if group.attrs.get(ATTRIBUTE, {}).get("format") != format or "complete" not in group:
         raise StoreMismatchError(
-            f"{out} is a Zarr store but not one written by lrpfn.datasets.explain. Fix: choose "
+            f"{out} is a Zarr store but not one written by {writer}. Fix: choose "
             "another output path, or delete it."
         )
     return group
