@@ -21,23 +21,16 @@ from lrpfn.text._render import _colour
 
 transformers = pytest.importorskip("transformers", reason="transformers is the [text] extra")
 
-VOCAB = 40
+import text_families as families  # noqa: E402
+
+VOCAB = families.VOCAB
 PROMPT = 5
 NEW = 4
 
 
-def _llama(seed: int = 0):
-    torch.manual_seed(seed)
-    config = transformers.LlamaConfig(
-        vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
-    )  # fmt: skip
-    return transformers.LlamaForCausalLM(config).double().eval()
-
-
 @pytest.fixture(scope="module")
 def generation():
-    model = _llama()
+    model = families.seeded_llama()
     prepared = text.prepare(model, rules=composites.cp_lrp(epsilon=0.0))
     input_ids = torch.randint(0, VOCAB, (2, PROMPT), generator=torch.Generator().manual_seed(0))
     return model, prepared, text.explain_generation(prepared, input_ids, max_new_tokens=NEW)
@@ -90,7 +83,7 @@ def test_one_capture_explains_every_token_and_is_held(monkeypatch):
         return export(*args, **kwargs)
 
     monkeypatch.setattr(torch.export, "export", counted)
-    prepared = text.prepare(_llama(2))
+    prepared = text.prepare(families.seeded_llama(2))
     input_ids = torch.randint(0, VOCAB, (1, PROMPT))
     first = text.explain_generation(prepared, input_ids, max_new_tokens=NEW)
     assert count[0] == 1
@@ -102,7 +95,7 @@ def test_one_capture_explains_every_token_and_is_held(monkeypatch):
 def test_left_padding_matches_the_unpadded_prompt():
     """A left-padded prompt in a batch is explained as the same prompt alone (positions
     counted from its first token, as generate() counts them); padding gets nothing."""
-    model = _llama(3)
+    model = families.seeded_llama(3)
     prepared = text.prepare(model, rules=composites.cp_lrp(epsilon=0.0))
     short = torch.randint(0, VOCAB, (1, PROMPT - 2))
     other = torch.randint(0, VOCAB, (1, PROMPT))
@@ -141,7 +134,7 @@ def test_contrast_rows_are_differences(generation):
 
 @pytest.mark.filterwarnings("ignore:`encoder_attention_mask` is deprecated:FutureWarning")
 def test_bad_arguments_are_named():
-    prepared = text.prepare(_llama())
+    prepared = text.prepare(families.seeded_llama())
     input_ids = torch.randint(0, VOCAB, (1, PROMPT))
     with pytest.raises(InvalidInputError, match="max_new_tokens"):
         text.explain_generation(prepared, input_ids)

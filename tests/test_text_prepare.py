@@ -17,16 +17,7 @@ transformers = pytest.importorskip("transformers", reason="transformers is the [
 
 import text_families as families  # noqa: E402
 
-VOCAB = 40
-
-
-def _llama(seed: int = 0):
-    torch.manual_seed(seed)
-    config = transformers.LlamaConfig(
-        vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
-    )  # fmt: skip
-    return transformers.LlamaForCausalLM(config).double().eval()
+VOCAB = families.VOCAB
 
 
 @pytest.fixture
@@ -46,7 +37,7 @@ def exports(monkeypatch):
 def test_repeated_calls_at_one_shape_capture_once(exports):
     """The first call at a shape captures; later calls with other ids, other padding and
     other targets capture nothing and give what a fresh capture gives."""
-    model = _llama()
+    model = families.seeded_llama()
     rules = composites.cp_lrp(epsilon=0.0)
     prepared = text.prepare(model, rules=rules)
     assert exports[0] == 0 and len(prepared.plans) == 0
@@ -70,7 +61,7 @@ def test_repeated_calls_at_one_shape_capture_once(exports):
 
 
 def test_a_new_shape_captures_once_more(exports):
-    model = _llama()
+    model = families.seeded_llama()
     prepared = text.prepare(model, (1, 5))
     assert exports[0] == 1
     text.explain(prepared, torch.randint(0, VOCAB, (1, 5)))
@@ -81,7 +72,7 @@ def test_a_new_shape_captures_once_more(exports):
 
 
 def test_prepared_rules_are_its_own():
-    prepared = text.prepare(_llama(), rules=composites.attnlrp())
+    prepared = text.prepare(families.seeded_llama(), rules=composites.attnlrp())
     ids = torch.randint(0, VOCAB, (1, 4))
     with pytest.raises(InvalidRuleError, match="rules=None"):
         text.explain(prepared, ids, rules=composites.cp_lrp())
@@ -93,7 +84,7 @@ def test_contrast_explains_the_logit_difference():
     """R(a - b) = R(a) - R(b): every rule is linear in the start relevance, and the
     start of the contrast is z_a e_a - z_b e_b. Under CP-LRP on a bias-free model the
     scores sum to z_a - z_b."""
-    model = _llama(1)
+    model = families.seeded_llama(1)
     prepared = text.prepare(model, rules=composites.cp_lrp(epsilon=0.0))
     ids = torch.randint(0, VOCAB, (2, 6))
     a, b = torch.tensor([3, 17]), torch.tensor([5, 5])
@@ -110,7 +101,7 @@ def test_contrast_explains_the_logit_difference():
 
 def test_a_contrast_out_of_range_is_refused():
     with pytest.raises(InvalidTargetError, match="contrast"):
-        text.explain(_llama(), torch.randint(0, VOCAB, (1, 4)), contrast=VOCAB)
+        text.explain(families.seeded_llama(), torch.randint(0, VOCAB, (1, 4)), contrast=VOCAB)
 
 
 @pytest.mark.parametrize("family", ["gemma2", "qwen2"])
@@ -136,7 +127,7 @@ def test_check_false_checks_each_capture_once():
     model's own forward; later calls at that capture run no plain forward, where a
     checked prepared model runs one per call (counted by a forward hook on the model: the
     captured graph never calls the model's forward)."""
-    model = _llama()
+    model = families.seeded_llama()
     forwards = [0]
     model.register_forward_pre_hook(lambda module, args: forwards.__setitem__(0, forwards[0] + 1))
     checked = text.prepare(model)

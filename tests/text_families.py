@@ -32,6 +32,12 @@ def llama():
     return t.LlamaForCausalLM(t.LlamaConfig(**_DECODER))
 
 
+def seeded_llama(seed: int = 0):
+    """`llama()` with its weights drawn after `torch.manual_seed(seed)`, float64, eval mode."""
+    torch.manual_seed(seed)
+    return llama().double().eval()
+
+
 def mistral():
     t = _transformers()
     return t.MistralForCausalLM(t.MistralConfig(**_DECODER, sliding_window=WINDOW))
