@@ -127,20 +127,7 @@ def measure(
                                            warm=True)
             for method in methods
         }  # fmt: skip
-    rows = []
-    for method in methods:
-        peak = peaks.get(method)
-        rows.append(
-            [
-                steps,
-                method,
-                f"{times[method]:.3f}",
-                f"{times[method] / times['gradient']:.2f}",
-                "-" if peak is None else f"{peak:.0f}",
-                "-" if peak is None else f"{peak / peaks['gradient']:.2f}",
-            ]
-        )
-    return rows
+    return [[steps, *common.ratio_cells(method, times, peaks)] for method in methods]
 
 
 def prepare_seconds(config: dict, steps: int, device: str) -> float:

@@ -113,18 +113,7 @@ def measure(
             if memory
             else {}
         )
-        for method in methods:
-            peak = peaks.get(method)
-            rows.append(
-                [
-                    row,
-                    method,
-                    f"{times[method]:.3f}",
-                    f"{times[method] / times['gradient']:.2f}",
-                    "-" if peak is None else f"{peak:.0f}",
-                    "-" if peak is None else f"{peak / peaks['gradient']:.2f}",
-                ]
-            )
+        rows.extend([row, *common.ratio_cells(method, times, peaks)] for method in methods)
     return rows
 
 

@@ -210,6 +210,22 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
+def ratio_cells(
+    method: str, times: dict[str, float], peaks: dict[str, float], first: str = "gradient"
+) -> list[str]:
+    """`[method, seconds, x first, peak MiB, x first]`: a method's median time and peak
+    memory, each beside its ratio to the `first` method's ("-" where memory was not
+    measured)."""
+    peak = peaks.get(method)
+    return [
+        method,
+        f"{times[method]:.3f}",
+        f"{times[method] / times[first]:.2f}",
+        "-" if peak is None else f"{peak:.0f}",
+        "-" if peak is None else f"{peak / peaks[first]:.2f}",
+    ]
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub Markdown table; `|` inside cells is escaped."""
 

@@ -153,19 +153,9 @@ def table(
         for method in (methods if memory else ())
         if method in MEMORY
     }
-    first = methods[0]
-    rows = []
-    for method in methods:
-        peak = peaks.get(method)
-        rows.append(
-            [
-                size, length, method, f"{times[method]:.3f}",
-                f"{times[method] / times[first]:.2f}",
-                "-" if peak is None else f"{peak:.0f}",
-                "-" if peak is None else f"{peak / peaks[first]:.2f}",
-            ]
-        )  # fmt: skip
-    return rows
+    return [
+        [size, length, *common.ratio_cells(method, times, peaks, methods[0])] for method in methods
+    ]
 
 
 def first_call_seconds(size: str, length: int, device: str) -> float:
