@@ -25,7 +25,7 @@ demo: $(STAMP)
 # when running as root (otherwise that test fails and names what is missing)
 browser:
 	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && apt-get install -y -qq chromium; fi
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi
 
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check lrpfn tests examples benchmarks
